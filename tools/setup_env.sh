@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One set-up path for mmdualtoken on a fresh CPU machine (used by `make demo` and `make test`).
+#
+# Creates .venv in the repository, installs the torch/torchvision pair that works with the
+# OpenMMLab stack here, builds mmcv 2.1.0 with its compiled CPU ops from the source release
+# (cached outside the repository and reused), then installs mmengine, mmdet, mmsegmentation,
+# mmpretrain and this package in editable mode. A second run with nothing changed is a no-op.
+#
+# Environment:
+#   PYTHON             interpreter to build the venv from (default: python3.11, then python3)
+#   MMDUALTOKEN_CACHE  where the built mmcv wheel is kept (default: ~/.cache/mmdualtoken)
+#   MAX_JOBS           parallel compile jobs for mmcv (default: number of cores)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+CACHE="${MMDUALTOKEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmdualtoken}"
+TORCH_SPEC="torch==2.14.1"
+TORCHVISION_SPEC="torchvision==0.29.1"
+SETUPTOOLS_SPEC="setuptools==80.9.0"   # < 82: mmcv's setup.py and mmengine's `mmdet::` configs need pkg_resources
+MMCV_VERSION="2.1.0"
+
+step() { printf '\n==> [setup] %s\n' "$*"; }
+die() { printf '\n[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# A stamp keyed on everything that decides the environment's contents: same inputs, nothing to do.
+stamp_key() {
+  cat "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -c1-16
+}
+STAMP="$VENV/.mmdualtoken-setup-$(stamp_key)"
+if [[ -f "$STAMP" ]]; then
+  echo "[setup] environment up to date ($VENV)"
+  exit 0
+fi
+
+step "checking the machine"
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
+  done
+fi
+[[ -n "$PY" ]] || die "no python3 found; install Python 3.11 (with venv) or set PYTHON=/path/to/python3.11"
+pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[[ "$pyver" == "3.11" ]] || die "Python 3.11 is required (the torch $TORCH_SPEC wheels here are cp311); $PY is $pyver. Set PYTHON=/path/to/python3.11"
+"$PY" -c 'import venv' 2>/dev/null || die "$PY has no venv module; install python3.11-venv"
+command -v g++ >/dev/null 2>&1 || die "no C++ compiler (g++) found: mmcv's ops are compiled at set-up; install g++ (Debian: apt-get install g++)"
+mkdir -p "$CACHE" || die "cannot create the wheel cache $CACHE; set MMDUALTOKEN_CACHE to a writable directory"
+free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4/1048576)}')
+if [[ ! -d "$VENV/lib" && "$free_gb" -lt 10 ]]; then
+  die "only ${free_gb} GB free on $(df -P "$ROOT" | awk 'NR==2 {print $6}'); the environment needs about 8 GB (torch alone is 5.5 GB)"
+fi
+echo "python $pyver ($PY), g++ $(g++ -dumpversion), ${free_gb} GB free, cache $CACHE"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  step "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+pip_install() { "$VPY" -m pip install --disable-pip-version-check --progress-bar off "$@"; }
+
+step "build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
+pip_install -q "$SETUPTOOLS_SPEC" wheel ninja
+
+step "torch and torchvision ($TORCH_SPEC, $TORCHVISION_SPEC)"
+pip_install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
+
+if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; then
+  wheel="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+  if [[ -z "$wheel" ]]; then
+    step "building mmcv $MMCV_VERSION with its CPU ops (about 10 minutes on 2 cores; done once, cached in $CACHE)"
+    build="$(mktemp -d)"
+    trap 'rm -rf "$build"' EXIT
+    pip_install -q "mmengine==0.10.7" "numpy" "packaging" "pyyaml" "yapf" "addict" "Pillow" "opencv-python"
+    "$VPY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV_VERSION" -d "$build" || die "could not download the mmcv $MMCV_VERSION source release from PyPI"
+    tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
+    src="$build/mmcv-$MMCV_VERSION"
+    # torch >= 2.13 headers require C++20; mmcv 2.1.0 hard-codes C++17.
+    sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+    grep -q -- '-std=c++20' "$src/setup.py" || die "could not switch mmcv's C++ standard to C++20 in $src/setup.py"
+    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$VPY" -m pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w "$build/dist" .) \
+      || die "building mmcv $MMCV_VERSION failed (see the compiler output above)"
+    cp "$build"/dist/mmcv-"$MMCV_VERSION"-*.whl "$CACHE"/
+    wheel="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+  else
+    step "mmcv $MMCV_VERSION from the cached wheel $wheel"
+  fi
+  pip_install -q "$wheel"
+fi
+"$VPY" -c "import mmcv.ops; from mmcv.ops import nms" || die "mmcv's compiled ops do not import"
+
+step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, with test extras)"
+pip_install -q -e "$ROOT[tests]"
+
+step "checking the stack"
+"$VPY" - <<'PY'
+import torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken
+from mmcv.ops import nms, RoIAlign  # compiled ops
+for m in (torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken):
+    print(f"  {m.__name__:<12} {m.__version__}")
+PY
+rm -f "$VENV"/.mmdualtoken-setup-*
+touch "$STAMP"
+echo "[setup] done: activate with 'source .venv/bin/activate'"
