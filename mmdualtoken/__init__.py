@@ -1,4 +1,14 @@
-"""mmdualtoken: DualToken-ViT as an OpenMMLab backbone (mmpretrain, mmdet, mmseg)."""
+"""mmdualtoken: DualToken-ViT as an OpenMMLab backbone (mmpretrain, mmdet, mmseg).
+
+Importing the package registers :class:`DualTokenViT` in mmengine's root MODELS registry
+(visible from the mmpretrain, mmdet and mmseg scopes alike) and allow-lists the types of
+mmengine's checkpoints for torch's safe (weights_only) loading.
+"""
+from .safe_loading import allow_mmengine_checkpoints
 from .version import __version__
 
-__all__ = ['__version__']
+allow_mmengine_checkpoints()
+
+from .models import *  # noqa: E402,F401,F403
+
+__all__ = ['__version__', 'allow_mmengine_checkpoints']

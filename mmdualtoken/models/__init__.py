@@ -1,0 +1,4 @@
+from .backbones import DualTokenViT
+from .necks import TransposedConvFPN
+
+__all__ = ['DualTokenViT', 'TransposedConvFPN']

@@ -1,0 +1,378 @@
+"""DualToken-ViT (Chu et al., SDM 2024) as an OpenMMLab backbone."""
+import copy
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmengine.registry import MODELS
+from mmcv.cnn import build_norm_layer
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers import ConvStem, DualTokenBlock, ResidualMergePatch, resize_token_grid
+
+LOCAL_BRANCHES = ('conv', 'window')
+GLOBAL_TOKENS = ('position_aware', 'normal', 'none')
+DOWNSAMPLES = ('step_wise', 'one_step')
+TOKEN_MLPS = ('mlp', 'mix')
+
+
+def _check_choice(name: str, value, choices: Sequence):
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {list(choices)}, got {value!r}')
+
+
+class DualTokenStage(nn.Module):
+    """One stage: merge patch (stages 2 and 3), global-token projection, Dual Token Blocks.
+
+    Between stages the global tokens go through LN -> Linear(C -> C') (LightViT style, our
+    choice per ARCHITECTURE.md); their grid is unchanged.
+    """
+
+    def __init__(self, in_channels: Optional[int], channels: int, blocks: Sequence[nn.Module],
+                 project_tokens: bool, norm_cfg: dict, with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.downsample = (ResidualMergePatch(in_channels, channels, norm_cfg)
+                           if in_channels is not None else None)
+        self.token_proj = None
+        if in_channels is not None and project_tokens:
+            self.token_proj = nn.Sequential(
+                build_norm_layer(norm_cfg, in_channels)[1], nn.Linear(in_channels, channels))
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, tokens: Optional[torch.Tensor]) -> tuple:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.token_proj is not None:
+            tokens = self.token_proj(tokens)
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x, tokens = cp.checkpoint(block, x, tokens, use_reentrant=False)
+            else:
+                x, tokens = block(x, tokens)
+        return x, tokens
+
+
+@MODELS.register_module()
+class DualTokenViT(BaseModule):
+    """DualToken-ViT: Position-aware Efficient Vision Transformer with Dual Token Fusion.
+
+    A PyTorch implementation of `DualToken-ViT <https://arxiv.org/abs/2309.12424>`_,
+    reconstructed from the paper (no official code exists). Three stages at strides
+    8/16/32 on LightViT's stem and merge patches; each Dual Token Block fuses a
+    convolutional local branch with position-aware global tokens that are carried from block
+    to block through all stages (see :class:`DualTokenBlock`).
+
+    The global tokens are a learnt ``grid_size`` grid (7x7, the paper's best). Per stage the
+    Position-aware Token Module downsamples M = (2, 1, 0) times, so at 224x224 every X_ds is
+    7x7 and nothing is interpolated; at other sizes the tokens are resized (bicubic) to
+    X_ds's grid and flow on. A checkpoint with another grid is resized at load time.
+
+    Args:
+        arch (str | dict): A name in :attr:`arch_zoo` (``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'tiny-mix'``, ``'small-mix'``) or a dict with keys ``embed_dims``, ``depths``,
+            ``num_heads`` (3 entries each) and optionally ``mlp_ratio``, ``token_mlp``.
+            Defaults to 'small'.
+        in_channels (int): Image channels. Defaults to 3.
+        grid_size (int | tuple): Global-token grid. Defaults to 7.
+        max_global_tokens (int, optional): Token budget: where X_ds would hold more tokens
+            (high resolution), it is average-pooled to the largest grid that fits and the
+            global tokens follow. None keeps the paper's behaviour. Defaults to None.
+        local_branch (str): ``'conv'`` or ``'window'`` (ablation). Defaults to 'conv'.
+        global_tokens (str): ``'position_aware'``, ``'normal'`` or ``'none'`` (ablations).
+            Defaults to 'position_aware'.
+        downsample (str): ``'step_wise'`` or ``'one_step'`` (ablation). Defaults to
+            'step_wise'.
+        token_mlp (str, optional): ``'mlp'`` or ``'mix'``; None takes the arch's. Defaults
+            to None.
+        downsample_steps (Sequence[int]): M per stage. Defaults to (2, 1, 0).
+        drop_path_rate (float): Stochastic depth, linear over all blocks. Defaults to 0.
+        out_indices (int | Sequence[int]): Stages to output (negative counts from the last).
+            Defaults to (0, 1, 2).
+        frozen_stages (int): -1 freezes nothing; 0 the stem and the global tokens; k also
+            stages 1..k with their output norms (ResNet's meaning). Defaults to -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to
+            False.
+        with_cp (bool): Gradient checkpointing per block. Defaults to False.
+        gap_before_final_norm (bool): Output the globally average-pooled, normed (B, C)
+            vector of each out stage (classification) instead of its map. Defaults to False.
+        norm_cfg (dict): Token norm. Defaults to ``dict(type='LN', eps=1e-6)``.
+        conv_norm_cfg (dict): Norm after convolutions. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): Activation. Defaults to ``dict(type='GELU')``.
+        init_cfg (dict | list[dict], optional): Initialization config: truncated normal
+            (std .02) Linear weights and unit LayerNorms unless a ``Pretrained`` checkpoint
+            is given. The global tokens start truncated normal (std .02).
+
+    Example:
+        >>> import torch
+        >>> from mmdualtoken.models import DualTokenViT
+        >>> model = DualTokenViT(arch='small').eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 56, 28, 28)
+        (1, 112, 14, 14)
+        (1, 224, 7, 7)
+    """
+    # Sizes tuned so that MACs at 224 (attention included) land on the paper's 0.5 G (tiny)
+    # and 1.0 G (small): see docs/complexity.md. The paper does not publish its widths.
+    num_stages = 3
+    num_normal_tokens = 8  # LightViT's count, for global_tokens='normal'
+    min_input_size = 32
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [48, 96, 192], 'depths': [2, 3, 4], 'num_heads': [2, 4, 8],
+            'token_mlp': 'mlp'}),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [56, 112, 224], 'depths': [2, 6, 6], 'num_heads': [2, 4, 8],
+            'token_mlp': 'mlp'}),
+        'tiny-mix': {
+            'embed_dims': [48, 96, 192], 'depths': [2, 3, 4], 'num_heads': [2, 4, 8],
+            'token_mlp': 'mix'},
+        'small-mix': {
+            'embed_dims': [56, 112, 224], 'depths': [2, 6, 6], 'num_heads': [2, 4, 8],
+            'token_mlp': 'mix'},
+    }
+    required_arch_keys = ('embed_dims', 'depths', 'num_heads')
+    optional_arch_keys = ('mlp_ratio', 'token_mlp')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 grid_size: Union[int, Sequence[int]] = 7,
+                 max_global_tokens: Optional[int] = None,
+                 local_branch: str = 'conv',
+                 global_tokens: str = 'position_aware',
+                 downsample: str = 'step_wise',
+                 token_mlp: Optional[str] = None,
+                 downsample_steps: Sequence[int] = (2, 1, 0),
+                 drop_path_rate: float = 0.,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 gap_before_final_norm: bool = False,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 conv_norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg: Optional[Union[dict, list]] = [
+                     dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+                     dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
+                 ]):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = list(self.arch_settings['embed_dims'])
+        self.depths = list(self.arch_settings['depths'])
+        self.num_heads = list(self.arch_settings['num_heads'])
+        mlp_ratio = self.arch_settings.get('mlp_ratio', 4.)
+        token_mlp = token_mlp if token_mlp is not None else self.arch_settings.get(
+            'token_mlp', 'mlp')
+        _check_choice('local_branch', local_branch, LOCAL_BRANCHES)
+        _check_choice('global_tokens', global_tokens, GLOBAL_TOKENS)
+        _check_choice('downsample', downsample, DOWNSAMPLES)
+        _check_choice('token_mlp', token_mlp, TOKEN_MLPS)
+        self.grid_size = self._parse_grid_size(grid_size)
+        if max_global_tokens is not None and (not isinstance(max_global_tokens, int)
+                                              or max_global_tokens < 1):
+            raise ValueError('max_global_tokens must be None (no budget) or a positive int, '
+                             f'got {max_global_tokens!r}')
+        if len(downsample_steps) != self.num_stages or any(
+                not isinstance(m, int) or m < 0 for m in downsample_steps):
+            raise ValueError(f'downsample_steps must be {self.num_stages} ints >= 0, got '
+                             f'{downsample_steps!r}')
+        if in_channels < 1:
+            raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        self.in_channels = in_channels
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}] (-1: none, '
+                             f'0: stem and global tokens, k: also stages 1..k), '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.gap_before_final_norm = gap_before_final_norm
+        self.global_token_mode = global_tokens
+        self.max_global_tokens = max_global_tokens
+
+        self.stem = ConvStem(in_channels, self.embed_dims[0], conv_norm_cfg, norm_cfg, act_cfg)
+        if global_tokens == 'position_aware':
+            self.global_tokens = nn.Parameter(torch.zeros(1, *self.grid_size, self.embed_dims[0]))
+        elif global_tokens == 'normal':
+            self.global_tokens = nn.Parameter(
+                torch.zeros(1, 1, self.num_normal_tokens, self.embed_dims[0]))
+        else:
+            self.register_parameter('global_tokens', None)
+        if self.global_tokens is not None:
+            trunc_normal_(self.global_tokens, std=.02)
+
+        total_depth = sum(self.depths)
+        rates = [r.item() for r in torch.linspace(0, drop_path_rate, total_depth)]
+        self.stages = nn.ModuleList()
+        for i in range(self.num_stages):
+            blocks = [
+                DualTokenBlock(
+                    self.embed_dims[i], self.num_heads[i], downsample_steps[i],
+                    mlp_ratio=mlp_ratio, local_branch=local_branch,
+                    global_tokens=global_tokens, downsample=downsample, token_mlp=token_mlp,
+                    grid_size=self.grid_size, max_global_tokens=max_global_tokens,
+                    drop_path=rates[sum(self.depths[:i]) + j], norm_cfg=norm_cfg,
+                    conv_norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
+                for j in range(self.depths[i])
+            ]
+            self.stages.append(DualTokenStage(
+                self.embed_dims[i - 1] if i > 0 else None, self.embed_dims[i], blocks,
+                project_tokens=global_tokens != 'none', norm_cfg=norm_cfg, with_cp=with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
+        self.num_features = [self.embed_dims[i] for i in self.out_indices]
+
+        self._register_load_state_dict_pre_hook(self._resize_global_tokens_on_load)
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ arguments
+    @classmethod
+    def _parse_arch(cls, arch) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'Unknown arch {arch!r} for DualTokenViT: choose one of '
+                                 f'{sorted(cls.arch_zoo)} or pass a dict with keys '
+                                 f'{list(cls.required_arch_keys)}')
+            return copy.deepcopy(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = [k for k in cls.required_arch_keys if k not in arch]
+        unknown = [k for k in arch if k not in cls.required_arch_keys + cls.optional_arch_keys]
+        if missing or unknown:
+            raise ValueError(f'Custom arch dict must have keys {list(cls.required_arch_keys)} '
+                             f'(optional {list(cls.optional_arch_keys)}); missing {missing}, '
+                             f'unknown {unknown}')
+        for key in cls.required_arch_keys:
+            if len(arch[key]) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} entries (one per '
+                                 f'stage), got {arch[key]!r}')
+        for c, h in zip(arch['embed_dims'], arch['num_heads']):
+            if c % h:
+                raise ValueError(f'embed_dims {list(arch["embed_dims"])} must divide by '
+                                 f'num_heads {list(arch["num_heads"])}')
+        return copy.deepcopy(dict(arch))
+
+    @staticmethod
+    def _parse_grid_size(grid_size) -> tuple:
+        size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f'grid_size must be a positive int or a pair of them, got '
+                             f'{grid_size!r}')
+        return size
+
+    @classmethod
+    def _parse_out_indices(cls, out_indices) -> tuple:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
+            raise TypeError(f'out_indices must be an int or a non-empty sequence of ints, got '
+                            f'{out_indices!r}')
+        parsed = []
+        for index in out_indices:
+            if not isinstance(index, int) or not -cls.num_stages <= index < cls.num_stages:
+                raise ValueError(f'out_indices entries must be ints in '
+                                 f'[{-cls.num_stages}, {cls.num_stages - 1}] (the model has '
+                                 f'{cls.num_stages} stages), got {out_indices!r}')
+            parsed.append(index % cls.num_stages)
+        return tuple(sorted(set(parsed)))
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f'DualTokenViT expects a 4-D image batch (B, C, H, W), got {shape}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'DualTokenViT was built for {self.in_channels}-channel images '
+                             f'(in_channels), got {x.shape[1]} channels in {tuple(x.shape)}')
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(f'DualTokenViT needs H, W >= {self.min_input_size}, got '
+                             f'{tuple(x.shape[2:])}')
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        self._check_input(x)
+        x = self.stem(x)
+        tokens = self.global_tokens
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x, tokens = stage(x, tokens)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean(dim=(1, 2))))
+                else:
+                    outs.append(norm(x).permute(0, 3, 1, 2))
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resize_global_tokens_on_load(self, state_dict, prefix, *args, **kwargs):
+        """Resize a checkpoint's global-token grid to this model's (bicubic) and log it."""
+        key = prefix + 'global_tokens'
+        if key not in state_dict or self.global_tokens is None:
+            return
+        loaded = state_dict[key]
+        if self.global_token_mode != 'position_aware' or loaded.dim() != 4 or \
+                loaded.shape == self.global_tokens.shape or \
+                loaded.shape[-1] != self.global_tokens.shape[-1]:
+            return  # identical, or a mismatch load_state_dict reports itself
+        state_dict[key] = resize_token_grid(loaded.float(), self.grid_size).to(loaded.dtype)
+        MMLogger.get_current_instance().info(
+            f'Resized {key} from a {loaded.shape[1]}x{loaded.shape[2]} grid to '
+            f'{self.grid_size[0]}x{self.grid_size[1]} (bicubic).')
+
+    # ------------------------------------------------------------------ training
+    def _freeze_stages(self):
+        if self.frozen_stages >= 0:
+            self.stem.eval()
+            for param in self.stem.parameters():
+                param.requires_grad = False
+            if self.global_tokens is not None:
+                self.global_tokens.requires_grad = False
+        for i in range(self.frozen_stages):
+            modules = [self.stages[i]]
+            if i in self.out_indices:
+                modules.append(getattr(self, f'norm{i}'))
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple:
+        """Layer depth of a parameter for layer-wise lr decay.
+
+        The stem and global tokens are layer 0, block j of stage i is layer
+        ``sum(depths[:i]) + j + 1`` (a stage's merge patch and token projection share its
+        first block's depth), and everything else (output norms, a head) the last layer.
+
+        Returns:
+            tuple[int, int]: the layer depth and the number of layers.
+        """
+        num_layers = sum(self.depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.startswith(('stem', 'global_tokens')):
+            return 0, num_layers
+        if name.startswith('stages'):
+            parts = name.split('.')
+            stage_id = int(parts[1])
+            block_id = int(parts[3]) if parts[2] == 'blocks' else 0
+            return sum(self.depths[:stage_id]) + block_id + 1, num_layers
+        return num_layers - 1, num_layers

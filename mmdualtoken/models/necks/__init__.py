@@ -1,0 +1,3 @@
+from .transposed_conv_fpn import TransposedConvFPN
+
+__all__ = ['TransposedConvFPN']

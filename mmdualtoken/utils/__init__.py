@@ -1,0 +1,3 @@
+from .complexity import Complexity, count_complexity
+
+__all__ = ['Complexity', 'count_complexity']

@@ -1,0 +1,54 @@
+"""Counting parameters and multiply-accumulates (MACs), attention included.
+
+"FLOPs" in the efficient-ViT papers are multiply-accumulates of convolutions, linear layers
+and matrix products, as fvcore counts them. torch's FlopCounterMode counts those (as 2 FLOPs
+per MAC) but has no formula for the CPU kernel of scaled_dot_product_attention
+(``aten._scaled_dot_product_flash_attention_for_cpu``) and counts it as 0; mmengine's
+counter skips it too. We register the standard formula for that op (Q @ K^T plus attn @ V:
+B * heads * Nq * Nk * (d_qk + d_v) MACs) and report the attention part separately.
+"""
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+aten = torch.ops.aten
+_SDPA_CPU_OPS = [aten._scaled_dot_product_flash_attention_for_cpu]
+
+
+def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    # Called with shapes (FlopCounterMode wraps custom formulas with its shape wrapper).
+    return sdpa_flop_count(query, key, value)
+
+
+@dataclass
+class Complexity:
+    """Parameters and MACs of one forward pass."""
+    params: int
+    macs: int
+    attention_macs: int
+
+    @property
+    def macs_without_attention(self) -> int:
+        return self.macs - self.attention_macs
+
+
+def count_complexity(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> Complexity:
+    """Params and MACs of ``model`` on a zero tensor of ``input_shape`` (eval, no grad)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={op: _sdpa_cpu_flops for op in _SDPA_CPU_OPS})
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(*input_shape))
+    finally:
+        model.train(was_training)
+    counts = counter.get_flop_counts()['Global']
+    flops = sum(counts.values())
+    attention_flops = sum(v for op, v in counts.items()
+                          if op in _SDPA_CPU_OPS or 'scaled_dot_product' in str(op))
+    params = sum(p.numel() for p in model.parameters())
+    return Complexity(params=params, macs=flops // 2, attention_macs=attention_flops // 2)

@@ -1,0 +1,316 @@
+import math
+from copy import deepcopy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmdualtoken.models import DualTokenViT
+
+# A small custom arch keeps the tests fast; the zoo archs are built where it matters.
+TINY_ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
+
+
+def build(**kwargs):
+    kwargs.setdefault('arch', TINY_ARCH)
+    torch.manual_seed(0)
+    return DualTokenViT(**kwargs)
+
+
+def expected_maps(h, w):
+    return [(math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32)]
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the aten ops a forward pass runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def test_arch_zoo_and_aliases():
+    for name in ('t', 'tiny', 's', 'small', 'tiny-mix', 'small-mix', 'SMALL'):
+        model = DualTokenViT(arch=name)
+        assert len(model.stages) == 3
+    assert DualTokenViT(arch='t').embed_dims == DualTokenViT(arch='tiny').embed_dims
+    assert DualTokenViT(arch='small-mix').stages[0].blocks[0].global_module.token_mlp.__class__.__name__ == 'MixMlp'
+
+
+@pytest.mark.parametrize('arch, message', [
+    ('huge', "Unknown arch 'huge'"),
+    (dict(embed_dims=[16, 32, 64], depths=[1, 1, 1]), "missing ['num_heads']"),
+    (dict(TINY_ARCH, width=3), "unknown ['width']"),
+    (dict(embed_dims=[16, 32], depths=[1, 1], num_heads=[1, 1]), 'needs 3 entries'),
+    (dict(embed_dims=[16, 30, 64], depths=[1, 1, 1], num_heads=[1, 4, 4]), 'divide by'),
+])
+def test_bad_arch(arch, message):
+    with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')
+                       .replace('(', r'\(')):
+        DualTokenViT(arch=arch)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(out_indices=(0, 3)), r'out_indices entries must be ints in \[-3, 2\]'),
+    (dict(out_indices=-4), r'out_indices entries must be ints in \[-3, 2\]'),
+    (dict(frozen_stages=4), r'frozen_stages must be in \[-1, 3\]'),
+    (dict(frozen_stages=-2), r'frozen_stages must be in \[-1, 3\]'),
+    (dict(local_branch='swin'), r"local_branch must be one of \['conv', 'window'\]"),
+    (dict(global_tokens='all'), r"global_tokens must be one of \['position_aware', 'normal', 'none'\]"),
+    (dict(downsample='two_step'), r"downsample must be one of \['step_wise', 'one_step'\]"),
+    (dict(token_mlp='mixer'), r"token_mlp must be one of \['mlp', 'mix'\]"),
+    (dict(grid_size=0), 'grid_size must be a positive int'),
+    (dict(max_global_tokens=0), 'max_global_tokens must be None'),
+    (dict(downsample_steps=(2, 1)), 'downsample_steps must be 3 ints'),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build(**kwargs)
+
+
+def test_negative_out_indices_count_from_the_last_stage():
+    assert build(out_indices=(-1, )).out_indices == (2, )
+    assert build(out_indices=(-3, -2)).out_indices == (0, 1)
+
+
+@pytest.mark.parametrize('size', [(224, 224), (256, 256), (33, 517), (511, 511), (800, 1333)])
+def test_output_shapes(size):
+    model = build().eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, *size))
+    assert len(outs) == 3
+    for out, channels, hw in zip(outs, TINY_ARCH['embed_dims'], expected_maps(*size)):
+        assert out.shape == (1, channels, *hw)
+
+
+@pytest.mark.parametrize('out_indices', [(0, ), (1, ), (2, ), (0, 2), -1])
+def test_out_indices(out_indices):
+    model = build(out_indices=out_indices).eval()
+    outs = model(torch.rand(2, 3, 64, 96))
+    indices = (out_indices % 3, ) if isinstance(out_indices, int) else out_indices
+    assert len(outs) == len(indices)
+    maps = expected_maps(64, 96)
+    for out, i in zip(outs, indices):
+        assert out.shape == (2, TINY_ARCH['embed_dims'][i], *maps[i])
+    assert model.num_features == [TINY_ARCH['embed_dims'][i] for i in indices]
+
+
+def test_zoo_archs_output_shapes():
+    for arch in ('tiny', 'small'):
+        model = DualTokenViT(arch=arch).eval()
+        with torch.no_grad():
+            outs = model(torch.rand(1, 3, 224, 224))
+        assert [tuple(o.shape[1:]) for o in outs] == [
+            (c, s, s) for c, s in zip(model.embed_dims, (28, 14, 7))]
+
+
+def test_gap_before_final_norm():
+    model = build(gap_before_final_norm=True, out_indices=(1, 2)).eval()
+    outs = model(torch.rand(2, 3, 96, 80))
+    assert [tuple(o.shape) for o in outs] == [(2, 32), (2, 64)]
+
+
+@pytest.mark.parametrize('variant', [
+    dict(local_branch='window'),
+    dict(global_tokens='normal'),
+    dict(global_tokens='none'),
+    dict(downsample='one_step'),
+    dict(token_mlp='mix'),
+    dict(grid_size=5),
+    dict(grid_size=(4, 6)),
+    dict(max_global_tokens=12),
+])
+@pytest.mark.parametrize('size', [(224, 224), (97, 161)])
+def test_ablation_switches_run_at_any_size(variant, size):
+    model = build(**variant).eval()
+    outs = model(torch.rand(1, 3, *size))
+    assert [tuple(o.shape[2:]) for o in outs] == expected_maps(*size)
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_no_interpolation_at_224_and_interpolation_elsewhere():
+    model = build().eval()
+    with torch.no_grad(), OpRecorder() as rec:
+        model(torch.rand(1, 3, 224, 224))
+    assert not any('upsample' in op for op in rec.ops), rec.ops
+    with torch.no_grad(), OpRecorder() as rec:
+        model(torch.rand(1, 3, 256, 320))
+    assert 'aten.upsample_bicubic2d' in rec.ops
+
+
+def test_global_tokens_follow_the_downsampled_grid():
+    """At 800x1333 X_ds is 25x42 in every stage and the tokens are resized to it."""
+    model = build().eval()
+    seen = []
+    for stage in model.stages:
+        stage.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(tuple(o[1].shape)))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 800, 1333))
+    assert seen == [(1, 25, 42, 16), (1, 25, 42, 32), (1, 25, 42, 64)]
+
+
+def test_token_budget_bounds_the_global_tokens():
+    model = build(max_global_tokens=100).eval()
+    seen = []
+    model.stages[0].blocks[0].register_forward_hook(lambda m, i, o: seen.append(o[1].shape))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 800, 1333))
+    h, w = seen[0][1:3]
+    assert h * w <= 100 and (h, w) == (7, 12)
+    # below the budget (224) the budget changes nothing
+    x = torch.rand(1, 3, 224, 224)
+    free = build().eval()
+    with torch.no_grad():
+        for a, b in zip(free(x), build(max_global_tokens=49).eval()(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_init_weights():
+    model = build()
+    model.init_weights()
+    linear = model.stages[1].blocks[0].ffn.fc1
+    assert abs(linear.weight.std().item() - 0.02) < 0.01
+    assert torch.all(linear.bias == 0)
+    assert abs(model.global_tokens.std().item() - 0.02) < 0.01
+
+
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 3])
+def test_frozen_stages(frozen_stages):
+    model = build(frozen_stages=frozen_stages)
+    model.train()
+    frozen = frozen_stages >= 0
+    assert model.stem.training is not frozen
+    assert all(p.requires_grad is not frozen for p in model.stem.parameters())
+    assert model.global_tokens.requires_grad is not frozen
+    for i, stage in enumerate(model.stages):
+        is_frozen = i < frozen_stages
+        assert all(m.training is not is_frozen for m in stage.modules())
+        assert all(p.requires_grad is not is_frozen for p in stage.parameters())
+        norm = getattr(model, f'norm{i}')
+        assert norm.training is not is_frozen
+        assert all(p.requires_grad is not is_frozen for p in norm.parameters())
+
+
+def test_norm_eval_and_train_returns_self():
+    model = build(norm_eval=True)
+    assert model.train() is model
+    assert model.eval() is model
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(not m.training for m in bns)
+    assert model.stages[0].blocks[0].ffn.training
+
+
+def test_drop_path_rates_increase_linearly():
+    model = build(drop_path_rate=0.3)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages for b in s.blocks]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.3)
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, len(rates)))
+
+
+def test_with_cp_gives_identical_outputs_and_gradients():
+    x = torch.rand(2, 3, 72, 88)
+    plain, checkpointed = build(), build(with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    outs = [m(x) for m in (plain, checkpointed)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for m, out in zip((plain, checkpointed), outs):
+        sum(o.sum() for o in out).backward()
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize('variant', [dict(), dict(token_mlp='mix'), dict(global_tokens='normal'),
+                                     dict(local_branch='window')])
+def test_backward_reaches_every_parameter(variant):
+    model = build(**variant).train()
+    outs = model(torch.rand(2, 3, 96, 128))
+    sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_checkpoint_round_trip_into_another_grid(caplog):
+    source = build(grid_size=7)
+    target = build(grid_size=9)
+    state = source.state_dict()
+    target.load_state_dict(deepcopy(state))  # strict: every key arrives
+    assert target.global_tokens.shape == (1, 9, 9, 16)
+    for key, value in state.items():
+        if key != 'global_tokens':
+            torch.testing.assert_close(target.state_dict()[key], value)
+    # resizing back to the source grid is smooth: close to the original tokens
+    back = build(grid_size=7)
+    back.load_state_dict(target.state_dict())
+    assert (back.global_tokens - source.global_tokens).abs().mean() < source.global_tokens.abs().mean()
+    out = target.eval()(torch.rand(1, 3, 224, 224))
+    assert out[2].shape == (1, 64, 7, 7)
+
+
+def test_checkpoint_resize_is_logged():
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('dualtoken_test_resize')
+    messages = []
+    handler = __import__('logging').Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    build(grid_size=5).load_state_dict(build(grid_size=7).state_dict())
+    assert any('Resized global_tokens from a 7x7 grid to 5x5' in m for m in messages)
+
+
+@pytest.mark.parametrize('bad, message', [
+    (torch.rand(3, 64, 64), r'expects a 4-D image batch \(B, C, H, W\), got \(3, 64, 64\)'),
+    (torch.rand(1, 1, 64, 64), 'built for 3-channel images'),
+    (torch.rand(1, 3, 31, 64), r'needs H, W >= 32, got \(31, 64\)'),
+])
+def test_bad_input(bad, message):
+    with pytest.raises(ValueError, match=message):
+        build().eval()(bad)
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(32, 300), w=st.integers(32, 300), batch=st.integers(1, 2))
+def test_any_size_property(h, w, batch):
+    model = _PROPERTY_MODEL
+    with torch.no_grad():
+        outs = model(torch.rand(batch, 3, h, w))
+    assert [tuple(o.shape) for o in outs] == [
+        (batch, c, *hw) for c, hw in zip(TINY_ARCH['embed_dims'], expected_maps(h, w))]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+_PROPERTY_MODEL = build().eval()
+
+
+def test_get_layer_depth():
+    model = build()
+    num_layers = sum(TINY_ARCH['depths']) + 2
+    assert model.get_layer_depth('backbone.stem.layers.0.conv.weight', 'backbone.') == (0, num_layers)
+    assert model.get_layer_depth('backbone.global_tokens', 'backbone.') == (0, num_layers)
+    assert model.get_layer_depth('backbone.stages.0.blocks.0.ffn.fc1.weight', 'backbone.') == (1, num_layers)
+    assert model.get_layer_depth('backbone.stages.1.downsample.norm.weight', 'backbone.') == (2, num_layers)
+    assert model.get_layer_depth('backbone.stages.1.blocks.1.ffn.fc1.weight', 'backbone.') == (3, num_layers)
+    assert model.get_layer_depth('backbone.stages.2.blocks.0.ffn.fc1.weight', 'backbone.') == (4, num_layers)
+    assert model.get_layer_depth('backbone.norm2.weight', 'backbone.') == (num_layers - 1, num_layers)
+    assert model.get_layer_depth('head.fc.weight', 'backbone.') == (num_layers - 1, num_layers)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_builds_from_every_framework_scope(scope):
+    import importlib
+    from mmengine.registry import DefaultScope
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type='DualTokenViT', arch=TINY_ARCH))
+    assert isinstance(model, DualTokenViT)
+    # and with no scope at all
+    from mmengine.registry import MODELS
+    assert isinstance(MODELS.build(dict(type='DualTokenViT', arch=TINY_ARCH)), DualTokenViT)
