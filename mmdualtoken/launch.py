@@ -1,6 +1,6 @@
-"""What tools/train.py and tools/test.py share: picking the framework, applying arguments.
+"""tools/train.py and tools/test.py: one entry point for mmpretrain, mmdet and mmseg.
 
-One entry point serves mmpretrain, mmdet and mmsegmentation. The framework is the config's
+The framework is the config's
 ``default_scope``; the arguments mean what they mean in each framework's own tools.
 """
 import argparse
@@ -8,6 +8,8 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+
+import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 
 FRAMEWORKS = {
     'mmpretrain': 'ImageNet classification',
@@ -61,3 +63,81 @@ def build_runner(cfg: Config):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def parse_train_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a DualToken-ViT model '
+                                     '(mmpretrain, mmdet or mmseg config)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CHECKPOINT, or without a value from the latest '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch size / '
+                        'auto_scale_lr.base_batch_size')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def train_main(argv=None):
+    """tools/train.py: train from a config of any of the three frameworks."""
+    args = parse_train_args(argv)
+    cfg = load_config(args)
+
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config.')
+        elif wrapper != 'OptimWrapper':
+            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
+                             'in the config')
+        cfg.auto_scale_lr.enable = True
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def parse_test_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a DualToken-ViT model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--show-dir', help='write pictures of the predictions here '
+                        '(inside the work dir\'s timestamped folder for mmdet/mmseg)')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def test_main(argv=None):
+    """tools/test.py: evaluate a checkpoint with the config's test set and metric."""
+    args = parse_test_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args)
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hook = cfg.default_hooks.get('visualization')
+        if hook is None:
+            raise ValueError('--show-dir needs default_hooks.visualization in the config')
+        if framework_of(cfg) == 'mmpretrain':
+            hook.update(enable=True, out_dir=args.show_dir)
+        else:
+            hook.update(draw=True, test_out_dir=args.show_dir)
+    runner = build_runner(cfg)
+    return runner.test()
+

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -7,18 +8,14 @@ import torch
 if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='session')
-def repo_root():
-    return REPO_ROOT
-
-
-@pytest.fixture(scope='session')
-def tiny_data(tmp_path_factory):
-    """The generated datasets (COCO, ADE20K, ImageNet layouts), small, made once per worker."""
+def tiny_workdir(tmp_path_factory):
+    """A working folder holding data/tiny (COCO, ADE20K and ImageNet layouts, small),
+    generated once per test worker, as the tiny configs expect it."""
     from mmdualtoken.datasets import make_tiny_datasets
-    root = tmp_path_factory.mktemp('tiny_data')
-    make_tiny_datasets(str(root), scale=0.25)
+    root = tmp_path_factory.mktemp('tiny_workdir')
+    make_tiny_datasets(str(root / 'data' / 'tiny'), scale=0.25)
     return root

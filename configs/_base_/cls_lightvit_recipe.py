@@ -1,0 +1,50 @@
+# ImageNet-1k at 224 with LightViT's recipe (the paper trains DualToken-ViT as LightViT):
+# 300 epochs; AdamW lr 1e-3 at total batch 1024 (8 x 128; --auto-scale-lr rescales it);
+# weight decay 0.04, none on norms, biases, 1-D parameters and the global tokens; 20 linear
+# warm-up epochs then cosine; RandAugment m9-mstd0.5, Mixup 0.2, CutMix 1.0, random erasing
+# 0.25, label smoothing 0.1, bicubic resize (mmpretrain's Swin pipeline has exactly those
+# augmentations). Drop path 0.1 is set in the backbone of each config.
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
+    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+
+# Head: the backbone averages the last stage and applies its final norm
+# (gap_before_final_norm), then one linear classifier. We do not add LightViT's
+# Linear(C -> 1280) + LN + GELU neck: the paper's 0.5 G / 1.0 G budget is the backbone's,
+# and that neck would add ~1.5 M params to the head.
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='DualTokenViT',
+        arch='small',
+        out_indices=(2, ),
+        gap_before_final_norm=True,
+        drop_path_rate=0.1),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=224,
+        init_cfg=None,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        cal_acc=False),
+    init_cfg=[
+        dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+        dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
+    ],
+    train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.2),
+        dict(type='CutMix', alpha=1.0)
+    ]))
+
+train_dataloader = dict(batch_size=128)  # x 8 processes = 1024
+val_dataloader = dict(batch_size=128)
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    optimizer=dict(weight_decay=0.04),
+    paramwise_cfg=dict(
+        custom_keys={'backbone.global_tokens': dict(decay_mult=0.0)}))

@@ -1,0 +1,48 @@
+# Semantic FPN with DualToken-ViT-S on ADE20K: 512x512 crops, 40k iterations, AdamW lr 2e-4,
+# weight decay 1e-4, poly schedule, total batch 16 (4 processes x 4 images): the protocol
+# PVT, PoolFormer and EfficientFormer report under. Test mode: whole image (short side 512).
+#   tools/dist_train.sh configs/fpn_dualtoken_s_ade20k.py 4      # data under data/ade
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_40k.py',
+]
+custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+# BN, not SyncBN: SyncBN does not run under gloo on CPU; on GPUs it may be switched back
+# with --cfg-options model.decode_head.norm_cfg.type=SyncBN
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='DualTokenViT',
+        arch='small',
+        out_indices=(0, 1, 2),  # strides 8, 16, 32
+        drop_path_rate=0.1,
+        # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
+        # init_cfg=dict(type='Pretrained', prefix='backbone.',
+        #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+    ),
+    neck=dict(in_channels=[56, 112, 224], out_channels=256, num_outs=3),
+    decode_head=dict(
+        in_channels=[256, 256, 256],
+        in_index=[0, 1, 2],
+        feature_strides=[8, 16, 32],
+        num_classes=150,
+        norm_cfg=norm_cfg),
+    test_cfg=dict(mode='whole'))
+
+train_dataloader = dict(batch_size=4)  # x 4 processes = 16
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
+    clip_grad=None)
+param_scheduler = [
+    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
+]

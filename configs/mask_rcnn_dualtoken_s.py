@@ -1,0 +1,27 @@
+# Mask R-CNN + FPN with DualToken-ViT-S, COCO 2017 instances, 1x schedule, 1333x800.
+# The backbone has no stride-4 stage: TransposedConvFPN makes one from the stride-8 map with
+# a transposed convolution (as LightViT's detection code does), giving P2-P6.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    './_base_/schedules/det_adamw_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='DualTokenViT',
+        arch='small',
+        out_indices=(0, 1, 2),
+        drop_path_rate=0.1,
+        # init_cfg=dict(type='Pretrained', prefix='backbone.',
+        #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+    ),
+    neck=dict(
+        _delete_=True,
+        type='TransposedConvFPN',
+        in_channels=[56, 112, 224],
+        out_channels=256,
+        num_outs=5))

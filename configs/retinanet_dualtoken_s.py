@@ -1,0 +1,26 @@
+# RetinaNet + FPN with DualToken-ViT-S, COCO 2017, 1x schedule (12 epochs), 1333x800.
+#   python tools/train.py configs/retinanet_dualtoken_s.py            # data under data/coco
+#   tools/dist_train.sh configs/retinanet_dualtoken_s.py 8 --auto-scale-lr
+# Total batch 16 (8 processes x 2 images); --auto-scale-lr rescales lr for other totals.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedules/det_adamw_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='DualTokenViT',
+        arch='small',
+        out_indices=(0, 1, 2),  # strides 8, 16, 32
+        drop_path_rate=0.1,
+        # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
+        # init_cfg=dict(type='Pretrained', prefix='backbone.',
+        #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+    ),
+    # P3-P5 from the three stages, P6-P7 by extra convs on the last input
+    neck=dict(in_channels=[56, 112, 224], start_level=0, add_extra_convs='on_input',
+              num_outs=5))

@@ -1,0 +1,49 @@
+# UperNet with DualToken-ViT-S on ADE20K: 512x512 crops, 160k iterations, total batch 16
+# (8 processes x 2 images), AdamW lr 6e-5, weight decay 0.01, 1500 linear warm-up iterations
+# then poly (power 1): the Swin/ConvNeXt UperNet protocol. Test mode: whole image.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+norm_cfg = dict(type='BN', requires_grad=True)  # not SyncBN: see fpn_dualtoken_s_ade20k.py
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='DualTokenViT',
+        arch='small',
+        out_indices=(0, 1, 2),
+        drop_path_rate=0.2,
+    ),
+    decode_head=dict(
+        in_channels=[56, 112, 224],
+        in_index=[0, 1, 2],
+        num_classes=150,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(
+        in_channels=112,  # the stride-16 stage
+        in_index=1,
+        num_classes=150,
+        norm_cfg=norm_cfg),
+    test_cfg=dict(mode='whole'))
+
+train_dataloader = dict(batch_size=2)  # x 8 processes = 16
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'backbone.global_tokens': dict(decay_mult=0.)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=1500, end=160000, by_epoch=False)
+]

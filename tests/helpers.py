@@ -1,0 +1,41 @@
+"""Running the repository's tools the way a user does: as processes, from a working folder."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import List
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
+             env: dict = None) -> subprocess.CompletedProcess:
+    """Run ``python tools/<tool> args`` in ``cwd`` (where data/tiny lives); fail loudly."""
+    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
+    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+                    PYTHONWARNINGS='ignore', **(env or {}))
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+    if proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def config(name: str) -> str:
+    return osp.join(REPO_ROOT, 'configs', name)
+
+
+def scalars(work_dir: str) -> List[dict]:
+    """The json lines mmengine's logger wrote (losses per logged iteration, metrics)."""
+    found = []
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files:
+            with open(osp.join(root, 'scalars.json')) as f:
+                found += [json.loads(line) for line in f if line.strip()]
+    return found
+
+
+def checkpoints(work_dir: str) -> List[str]:
+    return sorted(f for f in os.listdir(work_dir) if f.endswith('.pth'))

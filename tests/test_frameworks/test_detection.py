@@ -1,0 +1,54 @@
+"""mmdet end to end on the tiny COCO set: train + val through the Runner, test from a
+checkpoint with tools/test.py, DetInferencer."""
+import os.path as osp
+
+import numpy as np
+import pytest
+from helpers import checkpoints, config, run_tool, scalars
+
+SHORT_RUN = [
+    '--cfg-options',
+    'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+    'val_dataloader.dataset.indices=2', 'val_dataloader.batch_size=2',
+    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+    'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
+]
+
+
+def test_retinanet_train_val_then_test_from_checkpoint(tiny_workdir, tmp_path):
+    work_dir = str(tmp_path / 'retinanet')
+    run_tool('train.py', config('tiny/retinanet_dualtoken_s_tiny.py'), '--work-dir', work_dir,
+             *SHORT_RUN, cwd=tiny_workdir)
+    logged = scalars(work_dir)
+    losses = [r['loss'] for r in logged if 'loss' in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert any('coco/bbox_mAP' in r for r in logged)
+    assert checkpoints(work_dir) == ['epoch_1.pth']
+
+    proc = run_tool('test.py', config('tiny/retinanet_dualtoken_s_tiny.py'),
+                    osp.join(work_dir, 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
+                    '--cfg-options', 'test_dataloader.dataset.indices=2', cwd=tiny_workdir)
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+
+
+def test_mask_rcnn_train_val(tiny_workdir, tmp_path):
+    work_dir = str(tmp_path / 'mask_rcnn')
+    run_tool('train.py', config('tiny/mask_rcnn_dualtoken_s_tiny.py'), '--work-dir', work_dir,
+             *SHORT_RUN, cwd=tiny_workdir)
+    logged = scalars(work_dir)
+    losses = [r for r in logged if 'loss_mask' in r]
+    assert len(losses) == 2 and all(np.isfinite(r['loss']) for r in losses)
+    assert any('coco/segm_mAP' in r and 'coco/bbox_mAP' in r for r in logged)
+
+
+@pytest.mark.parametrize('name', ['retinanet_dualtoken_s.py', 'mask_rcnn_dualtoken_t.py'])
+def test_det_inferencer_any_image_size(name):
+    from mmdet.apis import DetInferencer
+    inferencer = DetInferencer(model=config(name), weights=None, device='cpu', show_progress=False)
+    rng = np.random.default_rng(0)
+    for h, w in [(97, 131), (240, 320)]:
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        result = inferencer(image, return_datasamples=True)
+        sample = result['predictions'][0]
+        assert sample.ori_shape == (h, w)
+        assert sample.pred_instances.bboxes.shape[1] == 4
