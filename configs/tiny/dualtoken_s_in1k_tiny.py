@@ -40,8 +40,9 @@ max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=True, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1)
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=8),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0,
+         convert_to_iter_based=True)
 ]
 auto_scale_lr = dict(base_batch_size=16)
 default_hooks = dict(

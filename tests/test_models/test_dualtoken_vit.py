@@ -314,3 +314,14 @@ def test_builds_from_every_framework_scope(scope):
     # and with no scope at all
     from mmengine.registry import MODELS
     assert isinstance(MODELS.build(dict(type='DualTokenViT', arch=TINY_ARCH)), DualTokenViT)
+
+
+def test_unused_output_norms_are_frozen_and_classification_state_fits_dense():
+    cls = build(out_indices=(2, ), gap_before_final_norm=True)
+    assert not any(p.requires_grad for p in cls.norm0.parameters())
+    assert all(p.requires_grad for p in cls.norm2.parameters())
+    dense = build()
+    dense.load_state_dict(cls.state_dict(), strict=True)
+    out = cls.train()(torch.rand(2, 3, 64, 64))
+    out[0].sum().backward()
+    assert all(p.grad is None for p in cls.norm0.parameters())

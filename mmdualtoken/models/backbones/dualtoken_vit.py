@@ -226,8 +226,15 @@ class DualTokenViT(BaseModule):
             self.stages.append(DualTokenStage(
                 self.embed_dims[i - 1] if i > 0 else None, self.embed_dims[i], blocks,
                 project_tokens=global_tokens != 'none', norm_cfg=norm_cfg, with_cp=with_cp))
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
+        # Every stage has its output norm, so that checkpoints move between classification
+        # (out_indices=(2, )) and dense configs (0, 1, 2) with no missing keys; the norms of
+        # stages that are not output are unused and frozen (DDP then needs no
+        # find_unused_parameters).
+        for i in range(self.num_stages):
+            norm = build_norm_layer(norm_cfg, self.embed_dims[i])[1]
+            if i not in self.out_indices:
+                norm.requires_grad_(False)
+            self.add_module(f'norm{i}', norm)
         self.num_features = [self.embed_dims[i] for i in self.out_indices]
 
         self._register_load_state_dict_pre_hook(self._resize_global_tokens_on_load)
@@ -337,10 +344,7 @@ class DualTokenViT(BaseModule):
             if self.global_tokens is not None:
                 self.global_tokens.requires_grad = False
         for i in range(self.frozen_stages):
-            modules = [self.stages[i]]
-            if i in self.out_indices:
-                modules.append(getattr(self, f'norm{i}'))
-            for module in modules:
+            for module in (self.stages[i], getattr(self, f'norm{i}')):
                 module.eval()
                 for param in module.parameters():
                     param.requires_grad = False

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Convert a DualToken-ViT checkpoint of another layout to the one our configs load.
+
+    python tools/model_converters/to_backbone_checkpoint.py SRC DST --arch small [--use-ema]
+
+Accepts an mmengine checkpoint, a bare state dict, keys with or without ``backbone.`` or
+``module.``, or the EMA weights of an EMAHook run (--use-ema). Writes
+``{'state_dict': {'backbone.*': ...}}`` for ``init_cfg=dict(type='Pretrained',
+checkpoint=DST, prefix='backbone.')``. Refuses a checkpoint of another arch. Loading uses
+torch's safe loader (weights_only). Running it on its own output changes nothing.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from mmdualtoken.checkpoint import to_backbone_checkpoint  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='checkpoint to convert')
+    parser.add_argument('dst', help='where to write the converted checkpoint')
+    parser.add_argument('--arch', required=True, help='DualTokenViT arch it was trained with '
+                        '(tiny, small, tiny-mix, small-mix)')
+    parser.add_argument('--use-ema', action='store_true', help='take the EMA weights')
+    args = parser.parse_args(argv)
+    checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
+    converted = to_backbone_checkpoint(checkpoint, args.arch, use_ema=args.use_ema)
+    torch.save(converted, args.dst)
+    print(f'wrote {args.dst}: {len(converted["state_dict"])} backbone tensors '
+          f'(arch {args.arch})')
+
+
+if __name__ == '__main__':
+    main()
