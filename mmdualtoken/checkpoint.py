@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from .models import DualTokenViT
+from .models.state_dict_check import state_dict_mismatch
 
 BACKBONE_PREFIX = 'backbone.'
 
@@ -53,23 +54,12 @@ def check_arch(weights: dict, arch, **backbone_kwargs) -> None:
     A global-token grid of another size is accepted: the backbone resizes it at load time.
     """
     reference = DualTokenViT(arch=arch, **backbone_kwargs).state_dict()
-    missing = [k for k in reference if k not in weights]
-    unexpected = [k for k in weights if k not in reference]
-    mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)} vs arch {tuple(v.shape)}'
-                  for k, v in reference.items() if k in weights and k != 'global_tokens'
-                  and weights[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        def head(items):
-            return ', '.join(items[:3]) + (f' ... ({len(items)} in all)' if len(items) > 3 else '')
-        problems = [f'{len(missing)} missing ({head(missing)})' if missing else '',
-                    f'{len(unexpected)} unexpected ({head(unexpected)})' if unexpected else '',
-                    f'{len(mismatched)} of another shape ({head(mismatched)})'
-                    if mismatched else '']
+    problem = state_dict_mismatch(weights, reference)
+    if problem:
         raise ValueError(
-            f'This checkpoint is not a DualTokenViT arch={arch!r} backbone: '
-            + '; '.join(p for p in problems if p)
-            + f'. Choose the arch it was trained with (one of {sorted(DualTokenViT.arch_zoo)}'
-            ' or a custom dict).')
+            f'This checkpoint is not a DualTokenViT arch={arch!r} backbone: {problem}. '
+            f'Choose the arch it was trained with (one of {sorted(DualTokenViT.arch_zoo)} '
+            'or a custom dict).')
 
 
 def to_backbone_checkpoint(checkpoint: dict, arch, use_ema: bool = False,

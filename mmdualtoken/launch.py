@@ -57,9 +57,16 @@ def load_config(args) -> Config:
 
 
 def build_runner(cfg: Config):
-    """Build the Runner the config asks for (``runner_type``) or mmengine's default."""
+    """Build the Runner the config asks for (``runner_type``) or mmengine's default.
+
+    Without a GPU, a distributed launch gets a gloo process group and a CPU DDP wrapper
+    (mmdualtoken.engine.cpu_distributed), so tools/dist_train.sh works unchanged.
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    from .engine import prepare_cpu_distributed
+    prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -48,4 +48,7 @@ param_scheduler = [
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
+    # pictures of predicted masks over their images, written during validation to
+    # <work_dir>/<timestamp>/vis_data/vis_image/
+    visualization=dict(draw=True, interval=4))

@@ -7,7 +7,7 @@ data_root = 'data/tiny/coco/'
 metainfo = dict(
     classes=('square', 'circle', 'triangle'),
     palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
-image_scale = (320, 256)
+image_scale = (256, 192)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,5 +1,8 @@
 """mmseg end to end on the tiny ADE20K set: Semantic FPN and UperNet train + val through the
 Runner; inference at odd image sizes."""
+import glob
+import os.path as osp
+
 import numpy as np
 import pytest
 from helpers import config, run_tool, scalars
@@ -11,13 +14,15 @@ def test_train_val(tiny_workdir, tmp_path, name):
     work_dir = str(tmp_path / 'seg')
     options = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
                'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2',
-               'default_hooks.logger.interval=1']
+               'default_hooks.logger.interval=1', 'default_hooks.visualization.interval=1']
     run_tool('train.py', config(name), '--work-dir', work_dir, '--cfg-options', *options,
              cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert any('mIoU' in r for r in logged)
+    pictures = glob.glob(osp.join(work_dir, '*', 'vis_data', 'vis_image', '*.png'))
+    assert pictures, 'no picture of a predicted mask was written'
 
 
 @pytest.mark.parametrize('name', ['fpn_dualtoken_t_ade20k.py', 'upernet_dualtoken_s_ade20k.py'])

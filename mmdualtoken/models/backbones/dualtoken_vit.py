@@ -13,6 +13,7 @@ from mmcv.cnn import build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import ConvStem, DualTokenBlock, ResidualMergePatch, resize_token_grid
+from ..state_dict_check import state_dict_mismatch
 
 LOCAL_BRANCHES = ('conv', 'window')
 GLOBAL_TOKENS = ('position_aware', 'normal', 'none')
@@ -334,6 +335,53 @@ class DualTokenViT(BaseModule):
         MMLogger.get_current_instance().info(
             f'Resized {key} from a {loaded.shape[1]}x{loaded.shape[2]} grid to '
             f'{self.grid_size[0]}x{self.grid_size[1]} (bicubic).')
+
+    def init_weights(self):
+        """Initialise, or load ``init_cfg=dict(type='Pretrained', checkpoint, prefix)``.
+
+        A pretrained checkpoint is loaded strictly (mmengine's own Pretrained init only warns
+        about missing or mis-shaped keys and goes on half-loaded): a checkpoint that cannot
+        be read, has no tensors under ``prefix`` or does not match this arch raises one
+        error that says so. Another global-token grid is resized (see the load hook).
+        """
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            self.load_pretrained(self.init_cfg['checkpoint'], self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
+        """Load this backbone's tensors from ``checkpoint`` (keys under ``prefix``)."""
+        from mmengine.runner.checkpoint import CheckpointLoader
+        try:
+            loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        except FileNotFoundError:
+            raise FileNotFoundError(f'Pretrained checkpoint not found: {checkpoint}') from None
+        except Exception as e:  # a truncated or foreign file
+            raise RuntimeError(f'Cannot read the pretrained checkpoint {checkpoint} as a torch '
+                               f'checkpoint ({type(e).__name__}: {str(e)[:200]}). Is the file '
+                               'complete?') from None
+        state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
+        if not isinstance(state, dict):
+            raise TypeError(f'{checkpoint} holds a {type(loaded).__name__}, not a state dict')
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not weights:
+                roots = sorted({k.split('.')[0] + '.' for k in state})[:5]
+                raise ValueError(f'No tensors under prefix {prefix!r} in {checkpoint}; its keys '
+                               f'start with {roots}. Use one of those as init_cfg.prefix, or '
+                               'tools/model_converters/to_backbone_checkpoint.py.')
+        else:
+            weights = dict(state)
+        problem = state_dict_mismatch(weights, self.state_dict())
+        if problem:
+            raise ValueError(f'{checkpoint} does not fit DualTokenViT(arch='
+                             f'{self.arch_settings}): {problem}. Was it trained with another '
+                             'arch?')
+        self.load_state_dict(weights, strict=True)
+        MMLogger.get_current_instance().info(
+            f'Loaded {len(weights)} DualTokenViT tensors from {checkpoint}')
 
     # ------------------------------------------------------------------ training
     def _freeze_stages(self):

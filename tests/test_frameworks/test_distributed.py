@@ -1,0 +1,36 @@
+"""tools/dist_train.sh with 2 processes on a machine without a GPU (torchrun, gloo, DDP)."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import torch
+from helpers import REPO_ROOT, config, scalars
+
+
+def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
+    work_dir = str(tmp_path / 'dist')
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
+               PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
+    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
+           config('tiny/retinanet_dualtoken_s_tiny.py'), '2', '--work-dir', work_dir,
+           '--cfg-options', 'train_dataloader.dataset.indices=4',
+           'train_dataloader.batch_size=1', 'val_dataloader.dataset.indices=2',
+           'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
+           "custom_imports.imports=[mmdualtoken,rank_weights_hook]",
+           "custom_hooks=[dict(type=SaveRankWeightsHook)]"]
+    proc = subprocess.run(cmd, cwd=tiny_workdir, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    log = proc.stdout + proc.stderr
+    assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
+    assert 'find_unused_parameters' not in log or 'unused' not in proc.stderr
+    # 4 images, 2 processes x batch 1: 2 iterations, each a DDP step over both ranks
+    losses = [r['loss'] for r in scalars(work_dir) if 'loss' in r]
+    assert len(losses) == 2
+    rank0 = torch.load(osp.join(work_dir, 'rank0.pth'), weights_only=True)
+    rank1 = torch.load(osp.join(work_dir, 'rank1.pth'), weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)

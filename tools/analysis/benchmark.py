@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""Side-by-side CPU benchmark of DualToken-ViT and mmpretrain peers of similar size.
+
+    python tools/analysis/benchmark.py [--threads 2] [--repeats 7] [--out docs/benchmark.md]
+
+In one process and one run, with warm-up and interleaved repeats (every model is timed once
+per round, so a noisy moment hits all alike), it measures per model: params, MACs at 224
+(attention counted, mmdualtoken.utils.count_complexity), inference images/s at 224 for
+batch 1 and 32, backbone latency at 512x512 and 800x1333 (batch 1), and a training step
+(forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with a sgemm peak
+measured in the same run. For DualToken-ViT it also reports the 800x1333 cost factor over
+pixel scaling with and without the token budget, torch.compile and bf16-autocast speed-ups,
+and peak resident memory of a RetinaNet-S training step and inference at 800x1333.
+Writes a markdown report and a PNG of throughput against MACs.
+"""
+import argparse
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO_ROOT)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+OURS = {
+    'DualToken-ViT-T': osp.join(REPO_ROOT, 'configs', 'dualtoken_t_in1k.py'),
+    'DualToken-ViT-S': osp.join(REPO_ROOT, 'configs', 'dualtoken_s_in1k.py'),
+}
+PEERS = {
+    'EfficientFormer-l1': 'efficientformer-l1_3rdparty_8xb128_in1k',
+    'EdgeNeXt-xsmall': 'edgenext-xsmall_3rdparty_in1k',
+    'EdgeNeXt-small': 'edgenext-small_3rdparty_in1k',
+    'ConvNeXt-V2-atto': 'convnext-v2-atto_3rdparty-fcmae_in1k',
+    'ConvNeXt-V2-femto': 'convnext-v2-femto_3rdparty-fcmae_in1k',
+    'MobileViT-xsmall': 'mobilevit-xsmall_3rdparty_in1k',
+    'ResNet-18': 'resnet18_8xb32_in1k',
+}
+DENSE_SIZES = ((512, 512), (800, 1333))
+DENSE_BUDGET = 196
+
+
+def build(name: str) -> torch.nn.Module:
+    from mmpretrain.apis import get_model
+    torch.manual_seed(0)
+    return get_model(OURS.get(name) or PEERS[name], pretrained=False).eval()
+
+
+def sgemm_gmacs(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return n ** 3 / min(times) / 1e9
+
+
+def interleaved(fns: Dict[str, Callable], warmup: int, repeats: int,
+                desc: str) -> Dict[str, List[float]]:
+    """Seconds per call of each function, timed round-robin after ``warmup`` calls."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in tqdm(range(repeats), desc=desc, unit='round', leave=False):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_spread(values: List[float]) -> tuple:
+    med = statistics.median(values)
+    return med, (max(values) - min(values)) / med if med else 0.
+
+
+def inference_fn(model, batch: int, size=(224, 224)):
+    x = torch.rand(batch, 3, *size)
+
+    def run():
+        with torch.no_grad():
+            model(x)
+    return run
+
+
+def train_step_fn(model, batch: int):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = torch.rand(batch, 3, 224, 224), torch.randint(0, 1000, (batch, ))
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return run
+
+
+def peak_memory(kind: str) -> float:
+    """Peak resident memory (GB) of a fresh process running a RetinaNet-S step at 800x1333."""
+    code = f'''
+import resource, torch, sys
+sys.path.insert(0, {REPO_ROOT!r})
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+cfg = Config.fromfile({osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py')!r})
+with DefaultScope.overwrite_default_scope('mmdet'):
+    model = MODELS.build(cfg.model)
+x = torch.rand(2, 3, 800, 1344)
+samples = []
+for _ in range(2):
+    s = DetDataSample(metainfo=dict(img_shape=(800, 1333), pad_shape=(800, 1344),
+                                    batch_input_shape=(800, 1344), scale_factor=(1., 1.),
+                                    ori_shape=(800, 1333)))
+    s.gt_instances = InstanceData(bboxes=torch.tensor([[100., 100., 400., 500.]]),
+                                  labels=torch.tensor([3]))
+    samples.append(s)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if {kind!r} == 'train':
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    losses = model.loss(x, samples)
+    sum(v.sum() for k, v in losses.items() if 'loss' in k).backward()
+    opt.step()
+else:
+    model.eval()
+    with torch.no_grad():
+        model.predict(x[:1], samples[:1])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
+'''
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
+    """Speed-ups of torch.compile (fixed size, then changing sizes) and bf16 autocast."""
+    x = torch.rand(batch, 3, 224, 224)
+    compiled = torch.compile(model)
+    start = time.perf_counter()
+    with torch.no_grad():
+        compiled(x)
+    compile_seconds = time.perf_counter() - start
+
+    def bf16():
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            model(x)
+
+    times = interleaved({'eager': inference_fn(model, batch),
+                         'compiled': lambda: _no_grad(compiled, x),
+                         'bf16': bf16}, warmup, repeats, 'compile/bf16')
+    eager = statistics.median(times['eager'])
+    # changing sizes: forward and backward through the compiled model
+    dynamic = torch.compile(model, dynamic=True)
+    for size in ((224, 224), (256, 320), (193, 257)):
+        dynamic(torch.rand(2, 3, *size)).sum().backward()
+    return dict(compile_seconds=compile_seconds,
+                compile_speedup=eager / statistics.median(times['compiled']),
+                bf16_speedup=eager / statistics.median(times['bf16']))
+
+
+def _no_grad(fn, x):
+    with torch.no_grad():
+        return fn(x)
+
+
+def plot(rows: dict, path: str):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in rows.items():
+        ours = name.startswith('DualToken')
+        ax.scatter(r['macs'], r['ips32'], s=60, marker='*' if ours else 'o',
+                   color='tab:red' if ours else 'tab:blue')
+        ax.annotate(name, (r['macs'], r['ips32']), textcoords='offset points', xytext=(4, 4),
+                    fontsize=8)
+    ax.set_xlabel('MACs at 224 (G, attention counted)')
+    ax.set_ylabel('images/s (224, batch 32, inference)')
+    ax.set_title(f'CPU throughput vs compute ({torch.get_num_threads()} threads)')
+    ax.grid(alpha=.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--models', nargs='+', default=list(OURS) + list(PEERS),
+                        choices=list(OURS) + list(PEERS))
+    parser.add_argument('--skip-extras', action='store_true',
+                        help='skip torch.compile, bf16 and memory (quick runs)')
+    parser.add_argument('--out', help='write the markdown report here (PNG beside it)')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mmdualtoken.models import DualTokenViT
+    from mmdualtoken.utils import count_complexity
+
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
+    models = {name: build(name) for name in tqdm(args.models, desc='building', unit='model')}
+    rows = {}
+    for name, model in models.items():
+        c = count_complexity(model)
+        rows[name] = dict(params=c.params / 1e6, macs=c.macs / 1e9)
+    peak = sgemm_gmacs()
+    print(f'sgemm peak: {peak:.1f} GMAC/s')
+
+    for batch, key in ((1, 'ips1'), (args.batch, 'ips32')):
+        times = interleaved({n: inference_fn(m, batch) for n, m in models.items()},
+                            args.warmup, args.repeats, f'inference b{batch}')
+        for name, t in times.items():
+            med, spread = median_spread(t)
+            rows[name][key] = batch / med
+            rows[name][key + '_spread'] = spread
+    for name, r in rows.items():
+        r['gmacs'] = r['macs'] * r['ips32']
+        r['peak_fraction'] = r['gmacs'] / peak
+
+    # dense latency of the backbones (batch 1); DualToken-ViT also with the token budget
+    backbones = {n: m.backbone for n, m in models.items()}
+    for n in [n for n in models if n in OURS]:
+        budget = DualTokenViT(arch=models[n].backbone.arch_settings,
+                              max_global_tokens=DENSE_BUDGET).eval()
+        budget.load_state_dict(models[n].backbone.state_dict())
+        backbones[n + ' (budget)'] = budget
+    for size in ((224, 224), *DENSE_SIZES):
+        fns = {}
+        for n, m in backbones.items():
+            try:
+                with torch.no_grad():
+                    m(torch.rand(1, 3, *size))
+                fns[n] = inference_fn(m, 1, size)
+            except Exception as e:  # some peers only accept their training size
+                print(f'{n} at {size}: {type(e).__name__}')
+        times = interleaved(fns, 1, max(3, args.repeats // 2), f'latency {size}')
+        for n, t in times.items():
+            rows.setdefault(n, {})[f'lat{size[0]}x{size[1]}'] = statistics.median(t) * 1e3
+    pixels = 800 * 1333 / 224 ** 2
+    for n, r in rows.items():
+        if 'lat800x1333' in r and 'lat224x224' in r:
+            r['dense_factor'] = r['lat800x1333'] / (r['lat224x224'] * pixels)
+
+    times = interleaved({n: train_step_fn(m, args.batch) for n, m in models.items()},
+                        1, max(3, args.repeats // 2), 'train step')
+    for name, t in times.items():
+        rows[name]['train_ips'] = args.batch / statistics.median(t)
+
+    extras = {}
+    if not args.skip_extras:
+        small = build('DualToken-ViT-S')
+        extras = compile_and_bf16(small, args.batch, args.warmup, args.repeats)
+        extras['mem_train'] = peak_memory('train')
+        extras['mem_infer'] = peak_memory('infer')
+
+    report = render(rows, extras, peak, args)
+    print(report)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(report)
+        png = osp.splitext(args.out)[0] + '.png'
+        plot({n: r for n, r in rows.items() if 'ips32' in r}, png)
+        print(f'wrote {args.out} and {png}')
+    return rows, extras
+
+
+def _fmt(value, spec='.1f'):
+    return format(value, spec) if isinstance(value, (int, float)) else 'n/a'
+
+
+def render(rows: dict, extras: dict, peak: float, args) -> str:
+    lines = [
+        '# CPU benchmark', '',
+        'Generated by `python tools/analysis/benchmark.py --out docs/benchmark.md`; figures '
+        'from one run on this machine (do not compare across runs).', '',
+        f'torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved '
+        f'repeats after {args.warmup} warm-up calls; sgemm peak {peak:.1f} GMAC/s (n=2048).',
+        '',
+        '| model | params (M) | MACs 224 (G) | img/s b1 | img/s b32 (spread) | GMAC/s | '
+        'of sgemm | train img/s b32 | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for n, r in rows.items():
+        lines.append(
+            f'| {n} | {_fmt(r.get("params"), ".2f")} | {_fmt(r.get("macs"), ".3f")} | '
+            f'{_fmt(r.get("ips1"))} | {_fmt(r.get("ips32"))} ({_fmt(r.get("ips32_spread", 0) * 100, ".0f")}%) | '
+            f'{_fmt(r.get("gmacs"))} | {_fmt(r.get("peak_fraction", 0) * 100, ".0f")}% | '
+            f'{_fmt(r.get("train_ips"))} | {_fmt(r.get("lat512x512"))} | '
+            f'{_fmt(r.get("lat800x1333"))} | {_fmt(r.get("dense_factor"), ".2f")} |')
+    if extras:
+        lines += ['', '## DualToken-ViT-S extras', '',
+                  f'- torch.compile (default backend): {extras["compile_speedup"]:.2f}x over eager '
+                  f'at 224 batch {args.batch} (first call {extras["compile_seconds"]:.0f} s); '
+                  'forward and backward also ran compiled with dynamic shapes at 224x224, '
+                  '256x320 and 193x257.',
+                  f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32.',
+                  f'- Peak resident memory, RetinaNet-S at 800x1333: training step (batch 2, '
+                  f'AdamW) {extras["mem_train"]:.2f} GB, inference (batch 1) '
+                  f'{extras["mem_infer"]:.2f} GB.']
+    lines += ['', '![throughput vs MACs](benchmark.png)']
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    main()
