@@ -56,6 +56,33 @@ def load_config(args) -> Config:
     return cfg
 
 
+def check_dataset_paths(cfg: Config, splits) -> None:
+    """Fail before building anything when a dataset folder or annotation file is missing."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        dataset = loader.get('dataset') if loader else None
+        while dataset is not None and 'dataset' in dataset:  # RepeatDataset & co.
+            dataset = dataset['dataset']
+        if not dataset:
+            continue
+        root = dataset.get('data_root') or ''
+        where = f'{split}_dataloader.dataset'
+        hint = ('Put the dataset there (README.md, "Configs"), point --cfg-options '
+                f'{where}.data_root=... at it, or use a config under configs/tiny/ after '
+                '`python tools/data/make_tiny_datasets.py`.')
+        if '://' in root:
+            continue
+        if root and not osp.isdir(root):
+            raise FileNotFoundError(f'Dataset folder not found: {root!r} ({where}.data_root, '
+                                    f'relative to {os.getcwd()}). {hint}')
+        ann_file = dataset.get('ann_file')
+        if ann_file and '://' not in ann_file:
+            path = ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'Annotation file not found: {path!r} '
+                                        f'({where}.ann_file). {hint}')
+
+
 def build_runner(cfg: Config):
     """Build the Runner the config asks for (``runner_type``) or mmengine's default.
 
@@ -115,6 +142,7 @@ def train_main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_dataset_paths(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
     runner = build_runner(cfg)
     runner.train()
     return runner
@@ -145,6 +173,7 @@ def test_main(argv=None):
             hook.update(enable=True, out_dir=args.show_dir)
         else:
             hook.update(draw=True, test_out_dir=args.show_dir)
+    check_dataset_paths(cfg, ['test'])
     runner = build_runner(cfg)
     return runner.test()
 

@@ -10,16 +10,19 @@ from helpers import REPO_ROOT, config, scalars
 
 def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'dist')
+    # the tiny detection config plus a hook with which every rank saves its weights
+    cfg = tmp_path / 'dist_config.py'
+    cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
+                   "custom_imports = dict(imports=['mmdualtoken', 'rank_weights_hook'])\n"
+                   "custom_hooks = [dict(type='SaveRankWeightsHook')]\n")
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
                PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
     cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
-           config('tiny/retinanet_dualtoken_s_tiny.py'), '2', '--work-dir', work_dir,
+           str(cfg), '2', '--work-dir', work_dir,
            '--cfg-options', 'train_dataloader.dataset.indices=4',
            'train_dataloader.batch_size=1', 'val_dataloader.dataset.indices=2',
            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
-           "custom_imports.imports=[mmdualtoken,rank_weights_hook]",
-           "custom_hooks=[dict(type=SaveRankWeightsHook)]"]
+           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0']
     proc = subprocess.run(cmd, cwd=tiny_workdir, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -325,3 +325,12 @@ def test_unused_output_norms_are_frozen_and_classification_state_fits_dense():
     out = cls.train()(torch.rand(2, 3, 64, 64))
     out[0].sum().backward()
     assert all(p.grad is None for p in cls.norm0.parameters())
+
+
+def test_misspelt_argument_names_the_intended_one():
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) 'archh' \(did you mean 'arch'\?\); "
+                       r'accepted: arch, in_channels'):
+        DualTokenViT(archh='small')
+    from mmengine.registry import MODELS
+    with pytest.raises(TypeError, match="'drop_path' \\(did you mean 'drop_path_rate'\\?\\)"):
+        MODELS.build(dict(type='DualTokenViT', drop_path=0.1))

@@ -162,7 +162,10 @@ class DualTokenViT(BaseModule):
                  init_cfg: Optional[Union[dict, list]] = [
                      dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
                      dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
-                 ]):
+                 ],
+                 **unknown):
+        if unknown:
+            self._reject_unknown_arguments(unknown)
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = list(self.arch_settings['embed_dims'])
@@ -242,6 +245,20 @@ class DualTokenViT(BaseModule):
         self._freeze_stages()
 
     # ------------------------------------------------------------------ arguments
+    @classmethod
+    def _reject_unknown_arguments(cls, unknown: dict):
+        """A misspelt config key gets its likely intended name and the accepted ones."""
+        import difflib
+        import inspect
+        accepted = [p for p in inspect.signature(cls.__init__).parameters
+                    if p not in ('self', 'unknown')]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+        raise TypeError(f'DualTokenViT got unknown argument(s) {", ".join(hints)}; accepted: '
+                        f'{", ".join(accepted)}')
+
     @classmethod
     def _parse_arch(cls, arch) -> dict:
         if isinstance(arch, str):

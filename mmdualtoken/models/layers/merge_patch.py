@@ -4,6 +4,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
+from .token_grid import sizes_are_concrete
+
 
 class ResidualMergePatch(nn.Module):
     """Halve the token map and change its width, as LightViT does (paper).
@@ -30,7 +32,7 @@ class ResidualMergePatch(nn.Module):
         H, W = x.shape[1:3]
         nchw = x.permute(0, 3, 1, 2)
         pooled = F.max_pool2d(nchw, 2, 2, ceil_mode=True).permute(0, 2, 3, 1)
-        if H % 2 or W % 2:
+        if not sizes_are_concrete() or H % 2 or W % 2:
             nchw = F.pad(nchw, (0, W % 2, 0, H % 2))
         merged = F.pixel_unshuffle(nchw, 2).permute(0, 2, 3, 1)
         return self.reduction(self.norm(merged)) + self.shortcut(pooled)

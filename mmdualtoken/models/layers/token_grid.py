@@ -5,6 +5,15 @@ import torch
 import torch.nn.functional as F
 
 
+def sizes_are_concrete() -> bool:
+    """False while torch.export traces the model with symbolic sizes (ONNX export).
+
+    Shape-dependent shortcuts (skip a no-op resize or pad) would then become guards that
+    pin the exported graph to one size; the branch-free path computes the same values.
+    """
+    return not torch.compiler.is_exporting()
+
+
 def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
                       mode: str = 'bicubic') -> torch.Tensor:
     """Resize tokens laid out as (B, h, w, C) to (B, size[0], size[1], C).
@@ -13,8 +22,8 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
     resized. Returns the input itself when the size already matches, so nothing is
     interpolated at the model's native resolution.
     """
-    h, w = int(size[0]), int(size[1])
-    if tokens.shape[1] == h and tokens.shape[2] == w:
+    h, w = size[0], size[1]  # may be symbolic while exporting: no int()
+    if sizes_are_concrete() and tokens.shape[1] == h and tokens.shape[2] == w:
         return tokens
     nchw = tokens.permute(0, 3, 1, 2)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)

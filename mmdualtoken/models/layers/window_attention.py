@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from .attention import MultiheadSelfAttention
+from .token_grid import sizes_are_concrete
 
 
 class WindowSelfAttention(nn.Module):
@@ -34,7 +35,7 @@ class WindowSelfAttention(nn.Module):
         s = self.window_size
         x = self.norm(x)
         pad_h, pad_w = (-H) % s, (-W) % s
-        if pad_h or pad_w:
+        if not sizes_are_concrete() or pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
         windows = x.view(B, Hp // s, s, Wp // s, s, C).transpose(2, 3).reshape(-1, s * s, C)

@@ -1,0 +1,63 @@
+"""ONNX export with dynamic height and width; numerics in bf16 and on degenerate images."""
+import onnxruntime as ort
+import pytest
+import torch
+
+from mmdualtoken.models import DualTokenViT
+
+ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
+ONNX_ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch, outputs of unit scale (LayerNorm)
+
+
+def test_onnx_export_dynamic_height_width(tmp_path):
+    torch.manual_seed(0)
+    model = DualTokenViT(arch=ARCH).eval()
+    path = str(tmp_path / 'dualtoken.onnx')
+    height, width = torch.export.Dim('height', min=32, max=4096), torch.export.Dim(
+        'width', min=32, max=4096)
+    torch.onnx.export(model, (torch.rand(1, 3, 96, 128), ), path, dynamo=True,
+                      input_names=['image'], dynamic_shapes={'x': {2: height, 3: width}})
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for size in [(224, 224), (97, 161)]:  # the native size and an odd one
+        x = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            expected = model(x)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        assert len(got) == len(expected)
+        for e, g in zip(expected, got):
+            assert tuple(g.shape) == tuple(e.shape)
+            torch.testing.assert_close(torch.from_numpy(g), e, atol=ONNX_ATOL, rtol=1e-3)
+
+
+def test_bf16_autocast_agrees_with_fp32():
+    torch.manual_seed(0)
+    model = DualTokenViT(arch='tiny').eval()
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        fp32 = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            bf16 = model(x)
+    for a, b in zip(fp32, bf16):
+        b = b.float()
+        assert torch.isfinite(b).all()
+        # bf16 keeps 8 bits of mantissa: compare direction and scale of the feature maps
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cosine > 0.99
+        assert (a - b).abs().mean() < 0.05 * a.abs().mean() + 0.05
+
+
+@pytest.mark.parametrize('fill', [0., 1., -3.])
+def test_constant_images_give_finite_outputs(fill):
+    model = DualTokenViT(arch=ARCH).eval()
+    with torch.no_grad():
+        outs = model(torch.full((2, 3, 64, 96), fill))
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_training_step_at_detection_resolution_has_finite_gradients():
+    torch.manual_seed(0)
+    model = DualTokenViT(arch='tiny', max_global_tokens=196).train()
+    outs = model(torch.rand(1, 3, 800, 1333))
+    sum(o.square().mean() for o in outs).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
