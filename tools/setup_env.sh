@@ -57,7 +57,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
-pip_install() { "$VPY" -m pip install --disable-pip-version-check --progress-bar off "$@"; }
+# pip's output without the registry mirror's noise ("Location ... is ignored"); pipefail
+# keeps pip's own exit status.
+pip_install() {
+  "$VPY" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+    | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
 
 step "build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
 pip_install -q "$SETUPTOOLS_SPEC" wheel ninja

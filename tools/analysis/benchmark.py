@@ -6,8 +6,9 @@
 In one process and one run, with warm-up and interleaved repeats (every model is timed once
 per round, so a noisy moment hits all alike), it measures per model: params, MACs at 224
 (attention counted, mmdualtoken.utils.count_complexity), inference images/s at 224 for
-batch 1 and 32, backbone latency at 512x512 and 800x1333 (batch 1), and a training step
-(forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with a sgemm peak
+batch 1 and 32, backbone latency at 512x512 and 800x1333 (batch 1; "x pixels" is that
+latency over the per-image time at 224, batch 32, scaled by the pixel count), and a training
+step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with a sgemm peak
 measured in the same run. For DualToken-ViT it also reports the 800x1333 cost factor over
 pixel scaling with and without the token budget, torch.compile and bf16-autocast speed-ups,
 and peak resident memory of a RetinaNet-S training step and inference at 800x1333.
@@ -248,10 +249,12 @@ def main(argv=None):
         times = interleaved(fns, 1, max(3, args.repeats // 2), f'latency {size}')
         for n, t in times.items():
             rows.setdefault(n, {})[f'lat{size[0]}x{size[1]}'] = statistics.median(t) * 1e3
+    # cost at 800x1333 over pixel scaling of the per-image time at 224 (batch 32)
     pixels = 800 * 1333 / 224 ** 2
     for n, r in rows.items():
-        if 'lat800x1333' in r and 'lat224x224' in r:
-            r['dense_factor'] = r['lat800x1333'] / (r['lat224x224'] * pixels)
+        reference = rows.get(n.replace(' (budget)', ''), {}).get('ips32')
+        if 'lat800x1333' in r and reference:
+            r['dense_factor'] = r['lat800x1333'] / 1e3 / (pixels / reference)
 
     times = interleaved({n: train_step_fn(m, args.batch) for n, m in models.items()},
                         1, max(3, args.repeats // 2), 'train step')
