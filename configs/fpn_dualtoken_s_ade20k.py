@@ -10,6 +10,9 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
 
+# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
+custom_hooks = [dict(type='RandomStateHook')]
+
 crop_size = (512, 512)
 # BN, not SyncBN: SyncBN does not run under gloo on CPU; on GPUs it may be switched back
 # with --cfg-options model.decode_head.norm_cfg.type=SyncBN

@@ -10,6 +10,9 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
 
+# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
+custom_hooks = [dict(type='RandomStateHook')]
+
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -9,6 +9,9 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
 
+# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
+custom_hooks = [dict(type='RandomStateHook')]
+
 crop_size = (512, 512)
 norm_cfg = dict(type='BN', requires_grad=True)  # not SyncBN: see fpn_dualtoken_s_ade20k.py
 model = dict(

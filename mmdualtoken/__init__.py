@@ -9,6 +9,7 @@ from .version import __version__
 
 allow_mmengine_checkpoints()
 
+from . import engine  # noqa: E402,F401  (CPU DDP wrapper, RandomStateHook)
 from .models import *  # noqa: E402,F401,F403
 
 __all__ = ['__version__', 'allow_mmengine_checkpoints']

@@ -11,6 +11,9 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
 
+# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
+custom_hooks = [dict(type='RandomStateHook')]
+
 # Head: the backbone averages the last stage and applies its final norm
 # (gap_before_final_norm), then one linear classifier. We do not add LightViT's
 # Linear(C -> 1280) + LN + GELU neck: the paper's 0.5 G / 1.0 G budget is the backbone's,
