@@ -1,0 +1,43 @@
+"""Blocks against straightforward formulations of what the paper describes."""
+import torch
+import torch.nn.functional as F
+
+from mmdualtoken.models.layers import (BiDimAttention, ResidualMergePatch, fit_token_budget,
+                                       resize_token_grid)
+
+
+def test_bidim_attention_matches_the_concatenation_form():
+    """The split-weight spatial gate equals Linear(C/2 -> 1) on [local, global]."""
+    torch.manual_seed(0)
+    layer = BiDimAttention(32).eval()
+    x = torch.randn(2, 5, 7, 32)
+    y = layer.norm(x)
+    g = F.gelu(layer.global_reduce(y.mean(dim=(1, 2), keepdim=True)))
+    local = F.gelu(layer.local_reduce(y))
+    both = torch.cat([local, g.expand_as(local)], dim=-1)
+    expected = x * torch.sigmoid(layer.channel_select(g)) * torch.sigmoid(
+        layer.spatial_select(both))
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_merge_patch_sizes_and_padding():
+    layer = ResidualMergePatch(8, 16)
+    for h, w in [(6, 8), (7, 9), (1, 1)]:
+        out = layer(torch.randn(2, h, w, 8))
+        assert out.shape == (2, (h + 1) // 2, (w + 1) // 2, 16)
+
+
+def test_resize_is_a_no_op_at_the_same_size_and_bicubic_otherwise():
+    tokens = torch.randn(1, 7, 7, 4)
+    assert resize_token_grid(tokens, (7, 7)) is tokens
+    out = resize_token_grid(tokens, (25, 42))
+    expected = F.interpolate(tokens.permute(0, 3, 1, 2), size=(25, 42), mode='bicubic',
+                             align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_token_budget_keeps_aspect_and_fits():
+    assert fit_token_budget(25, 42, 196) == (10, 18)
+    for h, w, budget in [(25, 42, 196), (1, 500, 10), (100, 3, 7), (7, 7, 49)]:
+        gh, gw = fit_token_budget(h, w, budget)
+        assert 1 <= gh * gw <= budget
