@@ -30,7 +30,7 @@ def read_scalars(work_dir: str) -> list:
 
 
 def draw_detections(config: str, checkpoint: str, image_path: str, out_file: str,
-                    score_thr: float = 0.3) -> int:
+                    score_thr: float = 0.5) -> int:
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
@@ -81,7 +81,7 @@ def main(argv=None):
     print(f'  COCO bbox mAP: {metrics["coco/bbox_mAP"]:.3f}   mAP@50: '
           f'{metrics["coco/bbox_mAP_50"]:.3f}')
     print(f'  checkpoint: {checkpoint}')
-    print(f'  picture: {picture} ({kept} detections above score 0.3 on {first_val})')
+    print(f'  picture: {picture} ({kept} detections above score 0.5 on {first_val})')
     print(f'  wall time: {elapsed / 60:.1f} min')
     return dict(losses=losses, metrics=metrics, picture=picture, seconds=elapsed)
 
