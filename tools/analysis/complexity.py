@@ -91,9 +91,11 @@ def render(results: dict) -> str:
         'MACs = multiply-accumulates of one image (the "FLOPs" of the paper), counted by '
         "torch's FlopCounterMode with a formula registered for CPU scaled_dot_product_attention "
         '(torch counts it as 0, mmengine skips it); "attn" is the attention-matmul part. '
-        f'"budget" is `max_global_tokens={DENSE_BUDGET}`, as the dense configs use. '
+        f'"budget" is `max_global_tokens={DENSE_BUDGET}`, as the detection configs use. '
         '"x pixels" is MACs at 800x1333 over MACs at 224 scaled by the pixel count '
-        '(1.00 = scales like the pixels).',
+        '(1.00 = scales like the pixels). The grid rows cost the same as 7x7: at 224 every '
+        'X_ds is 7x7, so another grid is interpolated to it on entry (the paper finds 7x7 '
+        'best because it needs no interpolation).',
         '',
         '| model | params (M) | MACs 224 (G) | attn 224 (G) | MACs 512 (G) | MACs 800x1333 (G) '
         '| x pixels | MACs 800x1333, budget (G) | x pixels, budget |',
