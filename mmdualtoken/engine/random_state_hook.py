@@ -7,6 +7,8 @@ torch generator states in the checkpoint (types that safe, weights_only loading 
 puts them back before training continues, so a resumed run repeats the uninterrupted one bit
 for bit on CPU (with ``randomness=dict(seed=..., deterministic=True)`` and no validation
 between the save and the resume point, since validation also draws from the generators).
+Epoch-based loops only: an iteration-based loop re-runs the augmentations of the batches it
+skips on resume after this hook has run.
 """
 import random
 
