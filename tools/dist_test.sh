@@ -1,25 +1,5 @@
 #!/usr/bin/env bash
 # Distributed testing through torchrun, as in OpenMMLab's own tools.
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
-# Several machines: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 PORT=29500 on each machine.
-# On machines without a GPU each process is one CPU worker and gloo is the backend.
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-DIR="$(cd "$(dirname "$0")" && pwd)"
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$DIR/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$DIR/test.py" \
-    "$CONFIG" "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+# Several machines: NNODES, NODE_RANK, MASTER_ADDR, PORT (see tools/dist_run.sh).
+exec "$(dirname "$0")/dist_run.sh" test.py "$3" "$1" "$2" "${@:4}"

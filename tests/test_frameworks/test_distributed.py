@@ -1,4 +1,4 @@
-"""tools/dist_train.sh with 2 processes on a machine without a GPU (torchrun, gloo, DDP)."""
+"""tools/dist_train.sh and dist_test.sh with 2 processes without a GPU (torchrun, gloo, DDP)."""
 import os
 import os.path as osp
 import subprocess
@@ -37,3 +37,12 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     assert rank0.keys() == rank1.keys()
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+
+    # tools/dist_test.sh on the checkpoint, 2 processes
+    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), str(cfg),
+           osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir', str(tmp_path / 'dist_test'),
+           '--cfg-options', 'test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0']
+    proc = subprocess.run(cmd, cwd=tiny_workdir, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
