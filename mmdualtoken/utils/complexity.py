@@ -5,14 +5,18 @@ and matrix products, as fvcore counts them. torch's FlopCounterMode counts those
 per MAC) but has no formula for the CPU kernel of scaled_dot_product_attention
 (``aten._scaled_dot_product_flash_attention_for_cpu``) and counts it as 0; mmengine's
 counter skips it too. We register the standard formula for that op (Q @ K^T plus attn @ V:
-B * heads * Nq * Nk * (d_qk + d_v) MACs) and report the attention part separately.
+B * heads * Nq * Nk * (d_qk + d_v) MACs) and report the attention part separately. The
+model's fused oneDNN inference kernels (``torch.ops.mkldnn._linear_pointwise`` and
+``_convolution_pointwise``, see ``mmdualtoken/models/layers/onednn_fusion.py``) get the
+formulas of the linear layer and the convolution they compute, so the count is the same
+whichever path runs.
 """
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
 aten = torch.ops.aten
 _SDPA_CPU_OPS = [aten._scaled_dot_product_flash_attention_for_cpu]
@@ -21,6 +25,26 @@ _SDPA_CPU_OPS = [aten._scaled_dot_product_flash_attention_for_cpu]
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     # Called with shapes (FlopCounterMode wraps custom formulas with its shape wrapper).
     return sdpa_flop_count(query, key, value)
+
+
+def _linear_pointwise_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * w_shape[0] * w_shape[1]
+
+
+def _convolution_pointwise_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape), transposed=False)
+
+
+def _custom_formulas() -> dict:
+    formulas = {op: _sdpa_cpu_flops for op in _SDPA_CPU_OPS}
+    mkldnn = torch.ops.mkldnn
+    if hasattr(mkldnn, '_linear_pointwise') and hasattr(mkldnn, '_convolution_pointwise'):
+        formulas[mkldnn._linear_pointwise] = _linear_pointwise_flops
+        formulas[mkldnn._convolution_pointwise] = _convolution_pointwise_flops
+    return formulas
 
 
 @dataclass
@@ -39,8 +63,7 @@ def count_complexity(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 
     """Params and MACs of ``model`` on a zero tensor of ``input_shape`` (eval, no grad)."""
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False,
-                              custom_mapping={op: _sdpa_cpu_flops for op in _SDPA_CPU_OPS})
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     try:
         with torch.no_grad(), counter:
             model(torch.zeros(*input_shape))

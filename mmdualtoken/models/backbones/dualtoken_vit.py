@@ -12,7 +12,8 @@ from mmengine.registry import MODELS
 from mmcv.cnn import build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import ConvStem, DualTokenBlock, ResidualMergePatch, resize_token_grid
+from ..layers import (ConvStem, DualTokenBlock, OneDNNLinear, ResidualMergePatch,
+                      resize_token_grid)
 from ..state_dict_check import state_dict_mismatch
 
 LOCAL_BRANCHES = ('conv', 'window')
@@ -42,7 +43,7 @@ class DualTokenStage(nn.Module):
         self.token_proj = None
         if in_channels is not None and project_tokens:
             self.token_proj = nn.Sequential(
-                build_norm_layer(norm_cfg, in_channels)[1], nn.Linear(in_channels, channels))
+                build_norm_layer(norm_cfg, in_channels)[1], OneDNNLinear(in_channels, channels))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor, tokens: Optional[torch.Tensor]) -> tuple:

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
+from .onednn_fusion import OneDNNLinear
+
 
 class BiDimAttention(nn.Module):
     """Gate the FFN output by a channel gate and a spatial gate (LightViT, used by the paper).
@@ -27,17 +29,17 @@ class BiDimAttention(nn.Module):
         super().__init__()
         hidden = channels // reduction
         self.norm = build_norm_layer(norm_cfg, channels)[1]
-        self.global_reduce = nn.Linear(channels, hidden)
-        self.local_reduce = nn.Linear(channels, hidden)
+        self.global_reduce = OneDNNLinear(channels, hidden)
+        self.local_reduce = OneDNNLinear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
-        self.channel_select = nn.Linear(hidden, channels)
-        self.spatial_select = nn.Linear(2 * hidden, 1)
+        self.channel_select = OneDNNLinear(hidden, channels)
+        self.spatial_select = OneDNNLinear(2 * hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         y = self.norm(x)
-        g = self.act(self.global_reduce(y.mean(dim=(1, 2), keepdim=True)))  # (B, 1, 1, C/4)
-        local = self.act(self.local_reduce(y))  # (B, H, W, C/4)
+        g = self.global_reduce(y.mean(dim=(1, 2), keepdim=True), self.act)  # (B, 1, 1, C/4)
+        local = self.local_reduce(y, self.act)  # (B, H, W, C/4)
         channel_gate = torch.sigmoid(self.channel_select(g))
         hidden = local.shape[-1]
         w_local, w_global = self.spatial_select.weight.split(hidden, dim=1)

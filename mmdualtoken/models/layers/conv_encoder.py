@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
+from .onednn_fusion import OneDNNLinear
+
 
 class ConvEncoder(nn.Module):
     """ConvNeXt block without its residual: DW 7x7 -> LN -> Linear(C, rC) -> GELU -> Linear(rC, C).
@@ -26,11 +28,11 @@ class ConvEncoder(nn.Module):
         self.dwconv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
                                 groups=channels)
         self.norm = build_norm_layer(norm_cfg, channels)[1]
-        self.fc1 = nn.Linear(channels, hidden)
+        self.fc1 = OneDNNLinear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.fc2 = OneDNNLinear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(self.fc1(self.norm(x), self.act))

@@ -5,11 +5,12 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, build_norm_layer
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
 from .attention import MultiheadCrossAttention, MultiheadSelfAttention
 from .mlp import MixMlp, TokenMlp
+from .onednn_fusion import ConvNormAct
 from .token_grid import resize_token_grid
 
 
@@ -50,7 +51,7 @@ class TokenDownsample(nn.Module):
         self.max_global_tokens = max_global_tokens
 
         def conv(stride):
-            return ConvModule(channels, channels, 3, stride=stride, padding=1,
+            return ConvNormAct(channels, channels, 3, stride=stride, padding=1,
                               norm_cfg=conv_norm_cfg, act_cfg=None)
 
         if steps == 0:

@@ -1,7 +1,9 @@
 """LightViT's convolutional stem (overall stride 8)."""
 import torch
 import torch.nn as nn
-from mmcv.cnn import ConvModule, build_norm_layer
+from mmcv.cnn import build_norm_layer
+
+from .onednn_fusion import ConvNormAct
 
 
 class ConvStem(nn.Module):
@@ -32,7 +34,7 @@ class ConvStem(nn.Module):
         hidden = out_channels // 2
 
         def conv(cin, cout, stride, groups=1):
-            return ConvModule(
+            return ConvNormAct(
                 cin, cout, 3, stride=stride, padding=1, groups=groups,
                 norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
 
