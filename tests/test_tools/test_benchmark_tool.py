@@ -10,4 +10,7 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     text = out.read_text()
     for row in ('| DualToken-ViT-T |', '| ResNet-18 |', '| DualToken-ViT-T (budget) |'):
         assert row in text
+    assert 'fp32 GEMM peak' in text and 'blas' in text and 'onednn' in text
+    assert '## Targets (issue 7)' in text
+    assert '- T at 800x1333 over pixel scaling' in text  # with and without the token budget
     assert (tmp_path / 'benchmark.png').stat().st_size > 10000

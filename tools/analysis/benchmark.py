@@ -8,10 +8,12 @@ per round, so a noisy moment hits all alike), it measures per model: params, MAC
 (attention counted, mmdualtoken.utils.count_complexity), inference images/s at 224 for
 batch 1 and 32, backbone latency at 512x512 and 800x1333 (batch 1; "x pixels" is that
 latency over the per-image time at 224, batch 32, scaled by the pixel count), and a training
-step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with a sgemm peak
-measured in the same run. For DualToken-ViT it also reports the 800x1333 cost factor over
-pixel scaling with and without the token budget, torch.compile and bf16-autocast speed-ups,
-and peak resident memory of a RetinaNet-S training step and inference at 800x1333.
+step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with an fp32 GEMM peak
+measured in the same run (the better of the BLAS and oneDNN). For DualToken-ViT it also
+reports the 800x1333 cost factor over pixel scaling with and without the token budget, the
+speed-up of its fused inference kernels, torch.compile (inference speed-up; training forward
+and backward at a fixed and at changing sizes) and bf16 autocast, peak resident memory of a
+RetinaNet-S training step and inference at 800x1333, and the ratios against issue 7's targets.
 Writes a markdown report and a PNG of throughput against MACs.
 """
 import argparse
@@ -53,15 +55,30 @@ def build(name: str) -> torch.nn.Module:
     return get_model(OURS.get(name) or PEERS[name], pretrained=False).eval()
 
 
-def sgemm_gmacs(n: int = 2048, repeats: int = 5) -> float:
+def sgemm_gmacs(n: int = 2048, repeats: int = 5) -> dict:
+    """fp32 GEMM GMAC/s (n x n x n) of the two libraries torch calls on CPU.
+
+    ``addmm``/``mm`` go to the BLAS (MKL in the PyPI wheels), and oneDNN runs convolutions and
+    our fused Linear layers; on some CPUs (AMD among them) they differ by 2x, so the peak is
+    the better of the two.
+    """
     a, b = torch.rand(n, n), torch.rand(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return n ** 3 / min(times) / 1e9
+    runs = {'blas': lambda: torch.mm(a, b)}
+    if hasattr(torch.ops.mkldnn, '_linear_pointwise') and torch.backends.mkldnn.is_available():
+        bt = b.t().contiguous()
+        runs['onednn'] = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, 'none', [],
+                                                                    None)
+    result = {}
+    for name, run in runs.items():
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        result[name] = n ** 3 / min(times) / 1e9
+    result['peak'] = max(result.values())
+    return result
 
 
 def interleaved(fns: Dict[str, Callable], warmup: int, repeats: int,
@@ -146,7 +163,8 @@ with open('/proc/self/status') as f:
 
 
 def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
-    """Speed-ups of torch.compile (fixed size, then changing sizes) and bf16 autocast."""
+    """DualToken-ViT-S: fused kernels, torch.compile and bf16 autocast against plain eager."""
+    from mmdualtoken.models.layers import set_fusion_enabled
     x = torch.rand(batch, 3, 224, 224)
     compiled = torch.compile(model)
     start = time.perf_counter()
@@ -154,25 +172,42 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
         compiled(x)
     compile_seconds = time.perf_counter() - start
 
+    def plain():
+        set_fusion_enabled(False)
+        try:
+            inference_fn(model, batch)()
+        finally:
+            set_fusion_enabled(True)
+
     def bf16():
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             model(x)
 
-    times = interleaved({'eager': inference_fn(model, batch),
+    times = interleaved({'eager': inference_fn(model, batch), 'plain': plain,
                          'compiled': lambda: _no_grad(compiled, x),
                          'bf16': bf16}, warmup, repeats, 'compile/bf16')
     eager = statistics.median(times['eager'])
     result = dict(compile_seconds=compile_seconds,
+                  fusion_speedup=statistics.median(times['plain']) / eager,
                   compile_speedup=eager / statistics.median(times['compiled']),
                   bf16_speedup=eager / statistics.median(times['bf16']))
-    # changing sizes: forward and backward through the compiled model
+    # training: forward and backward through the compiled model, at one size and at changing
+    # sizes (dynamic=False: one specialised graph per size; see docs/benchmark.md for
+    # dynamic=True on torch 2.14.1)
+    model.train()
     try:
-        dynamic = torch.compile(model, dynamic=True)
-        for size in ((224, 224), (256, 320), (193, 257)):
-            dynamic(torch.rand(2, 3, *size)).sum().backward()
-        result['dynamic'] = 'ran forward and backward at 224x224, 256x320 and 193x257'
+        start = time.perf_counter()
+        trained = torch.compile(model, dynamic=False)
+        sizes = ((224, 224), (224, 224), (256, 320), (193, 257))
+        for size in tqdm(sizes, desc='compile fwd+bwd', unit='size', leave=False):
+            trained(torch.rand(2, 3, *size)).sum().backward()  # classifier logits
+        result['train_compile'] = (
+            f'ran forward and backward at 224x224 (twice), 256x320 and 193x257 in '
+            f'{time.perf_counter() - start:.0f} s, compilation included')
     except Exception as e:
-        result['dynamic'] = f'FAILED ({type(e).__name__}: {str(e).splitlines()[0][:200]})'
+        result['train_compile'] = f'FAILED ({type(e).__name__}: {str(e).splitlines()[0][:200]})'
+    finally:
+        model.eval()
     return result
 
 
@@ -222,8 +257,9 @@ def main(argv=None):
     for name, model in models.items():
         c = count_complexity(model)
         rows[name] = dict(params=c.params / 1e6, macs=c.macs / 1e9)
-    peak = sgemm_gmacs()
-    print(f'sgemm peak: {peak:.1f} GMAC/s')
+    gemm = sgemm_gmacs()
+    peak = gemm['peak']
+    print('fp32 GEMM: ' + ', '.join(f'{k} {v:.1f}' for k, v in gemm.items()) + ' GMAC/s')
 
     for batch, key in ((1, 'ips1'), (args.batch, 'ips32')):
         times = interleaved({n: inference_fn(m, batch) for n, m in models.items()},
@@ -280,7 +316,7 @@ def main(argv=None):
         except subprocess.CalledProcessError as e:
             extras['memory_error'] = e.stderr.strip().splitlines()[-1][:300]
 
-    report = render(rows, extras, peak, args)
+    report = render(rows, extras, gemm, args)
     print(report)
     if args.out:
         with open(args.out, 'w') as f:
@@ -295,16 +331,52 @@ def _fmt(value, spec='.1f'):
     return format(value, spec) if isinstance(value, (int, float)) else 'n/a'
 
 
-def render(rows: dict, extras: dict, peak: float, args) -> str:
+TARGETS = (  # (what, ours, peers, metric, the ratio it must reach); from issue 7
+    ('S GMAC/s vs the best of EdgeNeXt-small, EfficientFormer-l1, ConvNeXt-V2-femto',
+     'DualToken-ViT-S', ('EdgeNeXt-small', 'EfficientFormer-l1', 'ConvNeXt-V2-femto'),
+     'gmacs', 1.2),
+    ('S images/s vs ResNet-18', 'DualToken-ViT-S', ('ResNet-18', ), 'ips32', 1.0),
+    ('T images/s vs EdgeNeXt-xsmall', 'DualToken-ViT-T', ('EdgeNeXt-xsmall', ), 'ips32', 1.0),
+)
+DENSE_FACTOR_LIMIT = 1.15
+
+
+def target_lines(rows: dict) -> list:
+    """One line per target of issue 7: the measured ratio and whether it is met."""
+    lines = []
+    for what, ours, peers, metric, needed in TARGETS:
+        present = [p for p in peers if metric in rows.get(p, {})]
+        if metric not in rows.get(ours, {}) or not present:
+            continue
+        best = max(present, key=lambda p: rows[p][metric])
+        ratio = rows[ours][metric] / rows[best][metric]
+        lines.append(f'- {what}: {ratio:.2f}x (best peer {best}; target {needed:.2f}x: '
+                     f'{"met" if ratio >= needed else "NOT met"})')
+    for n in ('DualToken-ViT-T', 'DualToken-ViT-S'):
+        plain, budget = rows.get(n, {}), rows.get(n + ' (budget)', {})
+        if 'dense_factor' in budget:
+            factor = budget['dense_factor']
+            lines.append(
+                f'- {n[-1]} at 800x1333 over pixel scaling: {factor:.2f}x with the '
+                f'{DENSE_BUDGET}-token budget (target <= {DENSE_FACTOR_LIMIT}x: '
+                f'{"met" if factor <= DENSE_FACTOR_LIMIT else "NOT met"}), '
+                f'{_fmt(plain.get("dense_factor"), ".2f")}x without it')
+    return lines
+
+
+def render(rows: dict, extras: dict, gemm: dict, args) -> str:
+    peak = gemm['peak']
     lines = [
         '# CPU benchmark', '',
         'Generated by `python tools/analysis/benchmark.py --out docs/benchmark.md`; figures '
         'from one run on this machine (do not compare across runs).', '',
         f'torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved '
-        f'repeats after {args.warmup} warm-up calls; sgemm peak {peak:.1f} GMAC/s (n=2048).',
+        f'repeats after {args.warmup} warm-up calls. fp32 GEMM peak {peak:.1f} GMAC/s '
+        f'(n=2048; ' + ', '.join(f'{k} {v:.1f}' for k, v in gemm.items() if k != 'peak') +
+        '); "of peak" is achieved GMAC/s over it.',
         '',
         '| model | params (M) | MACs 224 (G) | img/s b1 | img/s b32 (spread) | GMAC/s | '
-        'of sgemm | train img/s b32 | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
+        'of peak | train img/s b32 | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
         '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for n, r in rows.items():
@@ -314,14 +386,19 @@ def render(rows: dict, extras: dict, peak: float, args) -> str:
             f'{_fmt(r.get("gmacs"))} | {_fmt(r.get("peak_fraction", 0) * 100, ".0f")}% | '
             f'{_fmt(r.get("train_ips"))} | {_fmt(r.get("lat512x512"))} | '
             f'{_fmt(r.get("lat800x1333"))} | {_fmt(r.get("dense_factor"), ".2f")} |')
+    lines += ['', '## Targets (issue 7), ratios from this run', ''] + target_lines(rows)
     if extras.get('compile_error'):
         lines += ['', f'torch.compile/bf16 failed: {extras["compile_error"]}']
     if 'compile_speedup' in extras:
         lines += ['', '## DualToken-ViT-S extras', '',
-                  f'- torch.compile (default backend): {extras["compile_speedup"]:.2f}x over eager '
-                  f'at 224 batch {args.batch} (first call {extras["compile_seconds"]:.0f} s); '
-                  f'with dynamic shapes: {extras["dynamic"]}.',
-                  f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32.']
+                  f'- Fused oneDNN inference kernels (mmdualtoken/models/layers/onednn_fusion.py):'
+                  f' {extras["fusion_speedup"]:.2f}x over the same model with plain modules '
+                  f'(224, batch {args.batch}).',
+                  f'- torch.compile (default backend), inference: {extras["compile_speedup"]:.2f}x '
+                  f'over eager at 224 batch {args.batch} (first call '
+                  f'{extras["compile_seconds"]:.0f} s).',
+                  f'- torch.compile, training (batch 2): {extras["train_compile"]}.',
+                  f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32 eager.']
     if extras.get('memory_error'):
         lines += ['', f'Memory measurement failed: {extras["memory_error"]}']
     if 'mem_train' in extras:

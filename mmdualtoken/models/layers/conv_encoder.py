@@ -4,6 +4,7 @@ import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
 from .onednn_fusion import OneDNNLinear
+from .token_grid import tokens_to_nchw
 
 
 class ConvEncoder(nn.Module):
@@ -34,5 +35,5 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
-        x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = self.dwconv(tokens_to_nchw(x)).permute(0, 2, 3, 1)
         return self.fc2(self.fc1(self.norm(x), self.act))

@@ -11,7 +11,7 @@ from mmcv.cnn.bricks import DropPath
 from .attention import MultiheadCrossAttention, MultiheadSelfAttention
 from .mlp import MixMlp, TokenMlp
 from .onednn_fusion import ConvNormAct
-from .token_grid import resize_token_grid
+from .token_grid import resize_token_grid, tokens_to_nchw
 
 
 def fit_token_budget(h: int, w: int, max_tokens: int) -> tuple:
@@ -65,7 +65,7 @@ class TokenDownsample(nn.Module):
         """x: (B, H, W, C) -> (B, h, w, C)."""
         if len(self.convs) == 0 and self.max_global_tokens is None:
             return x
-        nchw = self.convs(x.permute(0, 3, 1, 2))
+        nchw = self.convs(tokens_to_nchw(x))
         h, w = nchw.shape[2:]
         if self.max_global_tokens is not None and h * w > self.max_global_tokens:
             nchw = F.adaptive_avg_pool2d(nchw, fit_token_budget(h, w, self.max_global_tokens))

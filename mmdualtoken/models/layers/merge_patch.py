@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from .onednn_fusion import OneDNNLinear
-from .token_grid import sizes_are_concrete
+from .token_grid import sizes_are_concrete, tokens_to_nchw
 
 
 class ResidualMergePatch(nn.Module):
@@ -31,7 +31,7 @@ class ResidualMergePatch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), C')."""
         H, W = x.shape[1:3]
-        nchw = x.permute(0, 3, 1, 2)
+        nchw = tokens_to_nchw(x)
         pooled = F.max_pool2d(nchw, 2, 2, ceil_mode=True).permute(0, 2, 3, 1)
         if not sizes_are_concrete() or H % 2 or W % 2:
             nchw = F.pad(nchw, (0, W % 2, 0, H % 2))

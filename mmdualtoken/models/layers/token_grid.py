@@ -14,6 +14,21 @@ def sizes_are_concrete() -> bool:
     return not torch.compiler.is_exporting()
 
 
+def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) tokens as the NCHW tensor that convolutions and pools take.
+
+    In eager mode this is a free view (channels-last strides), and conv/pool outputs keep that
+    layout, so permuting back is free too. Under torch.compile the view is materialised
+    (inductor fuses the copy into its producer): a permuted view saved for backward with
+    symbolic sizes otherwise trips an inductor bug (pytorch/pytorch#185510, "cannot determine
+    truth value of Relational" in stride sorting).
+    """
+    nchw = tokens.permute(0, 3, 1, 2)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        nchw = nchw.contiguous()
+    return nchw
+
+
 def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
                       mode: str = 'bicubic') -> torch.Tensor:
     """Resize tokens laid out as (B, h, w, C) to (B, size[0], size[1], C).
@@ -25,6 +40,6 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
     h, w = size[0], size[1]  # may be symbolic while exporting: no int()
     if sizes_are_concrete() and tokens.shape[1] == h and tokens.shape[2] == w:
         return tokens
-    nchw = tokens.permute(0, 3, 1, 2)
+    nchw = tokens_to_nchw(tokens)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)
     return out.permute(0, 2, 3, 1)
