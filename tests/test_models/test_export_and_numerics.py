@@ -61,3 +61,24 @@ def test_training_step_at_detection_resolution_has_finite_gradients():
     sum(o.square().mean() for o in outs).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_torch_compile_trains_at_a_fixed_size_and_at_changing_sizes():
+    """Default backend (inductor), forward and backward; a new size compiles a new graph.
+
+    dynamic=False: with symbolic sizes (dynamic=True) inductor 2.14.1 fails on any permuted
+    view saved for backward (pytorch/pytorch#185510).
+    """
+    torch.manual_seed(0)
+    model = DualTokenViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1],
+                                   num_heads=[1, 2, 4])).train()
+    compiled = torch.compile(model, dynamic=False)
+    for size in [(64, 64), (64, 64), (72, 100)]:
+        x = torch.rand(2, 3, *size)
+        outs = compiled(x)
+        for out, expected in zip(outs, model(x)):
+            torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
+        model.zero_grad()
+        sum(o.square().mean() for o in outs).backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
