@@ -211,6 +211,50 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
     return result
 
 
+def kernel_choices(batch: int, repeats: int) -> list:
+    """The layout and kernel choices of the backbone, timed at DualToken-ViT-S's shapes.
+
+    Returns rows (operation, candidate, milliseconds); "(ours)" marks what the model runs.
+    """
+    from mmdualtoken.models.layers import ConvNormAct, OneDNNLinear, set_fusion_enabled
+    torch.manual_seed(0)
+    tokens = torch.rand(batch, 28, 28, 56)  # stage 1 of S at 224
+    hidden = torch.rand(batch, 28, 28, 224)
+    stem_map = torch.rand(batch, 28, 112, 112).contiguous(memory_format=torch.channels_last)
+    dwconv = torch.nn.Conv2d(56, 56, 7, padding=3, groups=56)
+    fc1, fc2, gelu = OneDNNLinear(56, 224), OneDNNLinear(224, 56), torch.nn.GELU()
+    stem_layer = ConvNormAct(28, 28, 3, padding=1, groups=28, norm_cfg=dict(type='BN'),
+                             act_cfg=dict(type='GELU')).eval()
+
+    def plain(fn):
+        def run():
+            set_fusion_enabled(False)
+            try:
+                fn()
+            finally:
+                set_fusion_enabled(True)
+        return run
+
+    cases = {
+        ('depthwise 7x7 conv of (B, 28, 28, 56) tokens', 'channels-last view (ours)'):
+            lambda: dwconv(tokens.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+        ('depthwise 7x7 conv of (B, 28, 28, 56) tokens', 'NCHW copy and back'):
+            lambda: dwconv(tokens.permute(0, 3, 1, 2).contiguous()).permute(
+                0, 2, 3, 1).contiguous(),
+        ('Linear 56 -> 224 + GELU', 'oneDNN, GELU fused (ours)'): lambda: fc1(tokens, gelu),
+        ('Linear 56 -> 224 + GELU', 'addmm (BLAS), then GELU'): plain(lambda: fc1(tokens, gelu)),
+        ('Linear 224 -> 56', 'oneDNN (ours)'): lambda: fc2(hidden),
+        ('Linear 224 -> 56', 'addmm (BLAS)'): plain(lambda: fc2(hidden)),
+        ('stem DW 3x3 conv + BN + GELU, (B, 28, 112, 112)', 'BN folded, GELU fused (ours)'):
+            lambda: stem_layer(stem_map),
+        ('stem DW 3x3 conv + BN + GELU, (B, 28, 112, 112)', 'conv, BN, GELU'):
+            plain(lambda: stem_layer(stem_map)),
+    }
+    with torch.no_grad():
+        times = interleaved(cases, 2, repeats, 'kernel choices')
+    return [(op, candidate, statistics.median(t) * 1e3) for (op, candidate), t in times.items()]
+
+
 def _no_grad(fn, x):
     with torch.no_grad():
         return fn(x)
@@ -305,6 +349,7 @@ def main(argv=None):
 
     extras = {}
     if not args.skip_extras:
+        extras['kernels'] = kernel_choices(args.batch, args.repeats)
         small = build('DualToken-ViT-S')
         try:
             extras = compile_and_bf16(small, args.batch, args.warmup, args.repeats)
@@ -399,6 +444,10 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
                   f'{extras["compile_seconds"]:.0f} s).',
                   f'- torch.compile, training (batch 2): {extras["train_compile"]}.',
                   f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32 eager.']
+    if extras.get('kernels'):
+        lines += ['', f'## Kernel and layout choices (DualToken-ViT-S shapes, batch {args.batch})',
+                  '', '| operation | candidate | ms (median) |', '|---|---|---|']
+        lines += [f'| {op} | {candidate} | {ms:.2f} |' for op, candidate, ms in extras['kernels']]
     if extras.get('memory_error'):
         lines += ['', f'Memory measurement failed: {extras["memory_error"]}']
     if 'mem_train' in extras:

@@ -1,13 +1,14 @@
 """Inference fast paths: oneDNN kernels that fuse a Linear or a Conv with what follows it.
 
 On CPU, an activation or an eval-mode BatchNorm on its own is a full pass over memory, and
-in this small model those passes cost as much as the matrix products around them (profile in
-docs/benchmark.md). oneDNN, which PyTorch already uses for these layers, runs the activation
-as a post-op of the same kernel; an eval BatchNorm folds into the conv weights. The maths is
-unchanged (same erf GELU; tests compare both paths on the same weights).
+in this small model those passes cost as much as the matrix products around them (kernel
+timings in docs/benchmark.md). oneDNN, which PyTorch already uses for convolutions, runs the
+activation as a post-op of the same kernel; an eval BatchNorm folds into the conv weights.
+The maths is unchanged (same erf GELU; tests compare both paths on the same weights).
 
-The fused kernels are the ones torch.compile itself lowers to (``torch.ops.mkldnn``), used
-here in eager mode. They have no autograd formula, so they run only when nothing needs a
+The kernels are the oneDNN operators PyTorch registers for its compiler
+(``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so they
+run only when nothing needs a
 gradient, on float32 CPU tensors, outside autocast, tracing, export and compilation; every
 other case takes the plain modules. ``set_fusion_enabled(False)`` turns them off globally.
 """
@@ -70,10 +71,10 @@ def onednn_post_op(act: Optional[nn.Module]) -> Optional[tuple]:
 class OneDNNLinear(nn.Linear):
     """nn.Linear whose inference runs through oneDNN, fused with an optional activation.
 
-    ``forward(x, act)`` computes ``act(linear(x))``. Measured here (docs/benchmark.md): on
-    this CPU oneDNN's fp32 GEMM runs the model's token-by-channel products about twice as
-    fast as the BLAS behind ``addmm``, and the fused GELU saves a pass over the 4C-wide
-    hidden tokens. Same parameters and state-dict keys as nn.Linear.
+    ``forward(x, act)`` computes ``act(linear(x))``. Measured on our machines (AMD EPYC,
+    docs/benchmark.md): oneDNN's fp32 GEMM runs the model's token-by-channel products about
+    twice as fast as the BLAS (MKL) behind ``addmm``, and the fused GELU saves a pass over the
+    4C-wide hidden tokens. Same parameters and state-dict keys as nn.Linear.
     """
 
     def forward(self, x: torch.Tensor, act: Optional[nn.Module] = None) -> torch.Tensor:
