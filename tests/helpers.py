@@ -23,6 +23,16 @@ def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
     return proc
 
 
+def load_tool(tool: str):
+    """Import ``tools/<tool>`` (a script, not a package) as a module, to call its functions."""
+    import importlib.util
+    name = osp.splitext(osp.basename(tool))[0] + '_tool'
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO_ROOT, 'tools', tool))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def config(name: str) -> str:
     return osp.join(REPO_ROOT, 'configs', name)
 

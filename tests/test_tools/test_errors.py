@@ -1,20 +1,11 @@
 """Every documented bad-input / bad-config case raises its one clear error."""
-import importlib.util
 import os.path as osp
 
-from helpers import REPO_ROOT
-
-
-def load_tool():
-    path = osp.join(REPO_ROOT, 'tools', 'analysis', 'errors.py')
-    spec = importlib.util.spec_from_file_location('errors_tool', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+from helpers import REPO_ROOT, load_tool
 
 
 def test_every_case_raises_and_is_documented():
-    tool = load_tool()
+    tool = load_tool('analysis/errors.py')
     rows = tool.collect()  # raises if a case does not raise its exception
     assert len(rows) >= 10
     with open(osp.join(REPO_ROOT, 'docs', 'errors.md')) as f:
