@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from mmdualtoken.models import DualTokenViT
-from mmdualtoken.models.layers import MultiheadSelfAttention
+from mmdualtoken.models.layers import MultiheadSelfAttention, fusion_disabled
 from mmdualtoken.utils import count_complexity
 
 
@@ -64,3 +64,11 @@ def test_complexity_tool_renders_a_table(tmp_path):
                         'small, global tokens: normal': row,
                         'small-mix, downsample: one-step': row})
     assert '| small | ' in text and '## Checks against the paper' in text
+
+
+def test_fused_inference_kernels_are_counted_like_the_plain_modules():
+    model = DualTokenViT(arch='tiny')
+    fused = count_complexity(model, (1, 3, 96, 128))
+    with fusion_disabled():
+        plain = count_complexity(model, (1, 3, 96, 128))
+    assert fused == plain and fused.macs > 0

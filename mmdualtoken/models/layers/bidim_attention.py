@@ -33,7 +33,7 @@ class BiDimAttention(nn.Module):
         self.local_reduce = OneDNNLinear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
         self.channel_select = OneDNNLinear(hidden, channels)
-        self.spatial_select = OneDNNLinear(2 * hidden, 1)
+        self.spatial_select = nn.Linear(2 * hidden, 1)  # used through its split weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""

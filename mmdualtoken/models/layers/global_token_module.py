@@ -52,7 +52,7 @@ class TokenDownsample(nn.Module):
 
         def conv(stride):
             return ConvNormAct(channels, channels, 3, stride=stride, padding=1,
-                              norm_cfg=conv_norm_cfg, act_cfg=None)
+                               norm_cfg=conv_norm_cfg, act_cfg=None)
 
         if steps == 0:
             self.convs = nn.Sequential()

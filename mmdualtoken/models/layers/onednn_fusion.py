@@ -8,9 +8,9 @@ The maths is unchanged (same erf GELU; tests compare both paths on the same weig
 
 The kernels are the oneDNN operators PyTorch registers for its compiler
 (``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so they
-run only when nothing needs a
-gradient, on float32 CPU tensors, outside autocast, tracing, export and compilation; every
-other case takes the plain modules. ``set_fusion_enabled(False)`` turns them off globally.
+run only when nothing needs a gradient, on float32 CPU tensors, outside autocast, tracing,
+export and compilation; every other case takes the plain modules.
+``set_fusion_enabled(False)`` turns them off globally.
 """
 from contextlib import contextmanager
 from typing import Optional
