@@ -6,6 +6,8 @@ import subprocess
 import sys
 from typing import List
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -21,6 +23,22 @@ def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the aten/mkldnn ops run inside it, in order (``with OpRecorder() as rec:``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+    def count(self, name: str) -> int:
+        """How many recorded ops contain ``name``."""
+        return sum(name in op for op in self.ops)
 
 
 def load_tool(tool: str):

@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers import OpRecorder
 
 from mmdualtoken.models import DualTokenViT
 
@@ -22,18 +23,6 @@ def build(**kwargs):
 
 def expected_maps(h, w):
     return [(math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32)]
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records the aten ops a forward pass runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
 
 
 def test_arch_zoo_and_aliases():

@@ -2,7 +2,8 @@
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers import OpRecorder
 
 from mmdualtoken.models import DualTokenViT
 from mmdualtoken.models.layers import (ConvNormAct, OneDNNLinear, fusion_applies,
@@ -10,21 +11,6 @@ from mmdualtoken.models.layers import (ConvNormAct, OneDNNLinear, fusion_applies
 
 ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
 FP32 = dict(atol=1e-5, rtol=1e-4)  # two fp32 GEMM libraries summing in different orders
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the aten/mkldnn ops a forward dispatches."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-    def count(self, name: str) -> int:
-        return sum(name in op for op in self.ops)
 
 
 def randomise_batch_norms(model: nn.Module):
@@ -40,7 +26,7 @@ def randomise_batch_norms(model: nn.Module):
 
 def fused_and_plain(module: nn.Module, *inputs):
     with torch.no_grad():
-        counter = OpCounter()
+        counter = OpRecorder()
         with counter:
             fused = module(*inputs)
         with fusion_disabled():
@@ -64,7 +50,7 @@ def test_onednn_linear_matches_linear_then_activation(act, bias):
 def test_unsupported_activation_takes_the_plain_path():
     linear = OneDNNLinear(8, 8)
     x = torch.randn(3, 8)
-    with torch.no_grad(), OpCounter() as counter:
+    with torch.no_grad(), OpRecorder() as counter:
         out = linear(x, nn.SiLU())
     assert counter.count('mkldnn') == 0
     torch.testing.assert_close(
@@ -89,7 +75,7 @@ def test_conv_norm_act_folds_batch_norm(groups, stride, act):
 def test_conv_norm_act_trains_with_batch_statistics():
     layer = ConvNormAct(4, 4, 3, padding=1, norm_cfg=dict(type='BN'), act_cfg=dict(type='GELU'))
     x = torch.randn(2, 4, 6, 6)
-    with OpCounter() as counter:
+    with OpRecorder() as counter:
         layer(x).sum().backward()
     assert counter.count('mkldnn') == 0 and counter.count('batch_norm') > 0
     assert layer.conv.weight.grad is not None
@@ -130,7 +116,7 @@ def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size):
 def test_training_forward_and_backward_use_the_plain_modules():
     torch.manual_seed(0)
     model = DualTokenViT(arch=ARCH).train()
-    with OpCounter() as counter:
+    with OpRecorder() as counter:
         sum(o.mean() for o in model(torch.rand(2, 3, 64, 64))).backward()
     assert counter.count('mkldnn._linear_pointwise') == 0
     assert counter.count('mkldnn._convolution_pointwise') == 0

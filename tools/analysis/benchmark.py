@@ -8,8 +8,8 @@ per round, so a noisy moment hits all alike), it measures per model: params, MAC
 (attention counted, mmdualtoken.utils.count_complexity), inference images/s at 224 for
 batch 1 and 32, backbone latency at 512x512 and 800x1333 (batch 1; "x pixels" is that
 latency over the per-image time at 224, batch 32, scaled by the pixel count), and a training
-step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with an fp32 GEMM peak
-measured in the same run (the better of the BLAS and oneDNN). For DualToken-ViT it also
+step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared with an fp32
+GEMM peak measured in the same run (the better of the BLAS and oneDNN). For DualToken-ViT it also
 reports the 800x1333 cost factor over pixel scaling with and without the token budget, the
 speed-up of its fused inference kernels, torch.compile (inference speed-up; training forward
 and backward at a fixed and at changing sizes) and bf16 autocast, peak resident memory of a
@@ -162,9 +162,18 @@ with open('/proc/self/status') as f:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def without_fusion(fn: Callable) -> Callable:
+    """``fn`` run with the fused inference kernels off (the plain modules, same weights)."""
+    from mmdualtoken.models.layers import fusion_disabled
+
+    def run():
+        with fusion_disabled():
+            return fn()
+    return run
+
+
 def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
     """DualToken-ViT-S: fused kernels, torch.compile and bf16 autocast against plain eager."""
-    from mmdualtoken.models.layers import set_fusion_enabled
     x = torch.rand(batch, 3, 224, 224)
     compiled = torch.compile(model)
     start = time.perf_counter()
@@ -172,18 +181,12 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
         compiled(x)
     compile_seconds = time.perf_counter() - start
 
-    def plain():
-        set_fusion_enabled(False)
-        try:
-            inference_fn(model, batch)()
-        finally:
-            set_fusion_enabled(True)
-
     def bf16():
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             model(x)
 
-    times = interleaved({'eager': inference_fn(model, batch), 'plain': plain,
+    times = interleaved({'eager': inference_fn(model, batch),
+                         'plain': without_fusion(inference_fn(model, batch)),
                          'compiled': lambda: _no_grad(compiled, x),
                          'bf16': bf16}, warmup, repeats, 'compile/bf16')
     eager = statistics.median(times['eager'])
@@ -192,8 +195,8 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
                   compile_speedup=eager / statistics.median(times['compiled']),
                   bf16_speedup=eager / statistics.median(times['bf16']))
     # training: forward and backward through the compiled model, at one size and at changing
-    # sizes (dynamic=False: one specialised graph per size; see docs/benchmark.md for
-    # dynamic=True on torch 2.14.1)
+    # sizes (dynamic=False: one specialised graph per size; README, "Speed on CPU", says why
+    # not dynamic=True on torch 2.14.1)
     model.train()
     try:
         start = time.perf_counter()
@@ -217,7 +220,8 @@ def kernel_choices(batch: int, repeats: int) -> list:
 
     Returns rows (operation, candidate, milliseconds); "(ours)" marks what the model runs.
     """
-    from mmdualtoken.models.layers import ConvNormAct, OneDNNLinear, set_fusion_enabled
+    from mmdualtoken.models.layers import ConvNormAct, OneDNNLinear
+    from mmdualtoken.models.layers.token_grid import tokens_to_nchw
     torch.manual_seed(0)
     tokens = torch.rand(batch, 28, 28, 56)  # stage 1 of S at 224
     hidden = torch.rand(batch, 28, 28, 224)
@@ -227,29 +231,21 @@ def kernel_choices(batch: int, repeats: int) -> list:
     stem_layer = ConvNormAct(28, 28, 3, padding=1, groups=28, norm_cfg=dict(type='BN'),
                              act_cfg=dict(type='GELU')).eval()
 
-    def plain(fn):
-        def run():
-            set_fusion_enabled(False)
-            try:
-                fn()
-            finally:
-                set_fusion_enabled(True)
-        return run
-
     cases = {
         ('depthwise 7x7 conv of (B, 28, 28, 56) tokens', 'channels-last view (ours)'):
-            lambda: dwconv(tokens.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+            lambda: dwconv(tokens_to_nchw(tokens)).permute(0, 2, 3, 1),
         ('depthwise 7x7 conv of (B, 28, 28, 56) tokens', 'NCHW copy and back'):
             lambda: dwconv(tokens.permute(0, 3, 1, 2).contiguous()).permute(
                 0, 2, 3, 1).contiguous(),
         ('Linear 56 -> 224 + GELU', 'oneDNN, GELU fused (ours)'): lambda: fc1(tokens, gelu),
-        ('Linear 56 -> 224 + GELU', 'addmm (BLAS), then GELU'): plain(lambda: fc1(tokens, gelu)),
+        ('Linear 56 -> 224 + GELU', 'addmm (BLAS), then GELU'):
+            without_fusion(lambda: fc1(tokens, gelu)),
         ('Linear 224 -> 56', 'oneDNN (ours)'): lambda: fc2(hidden),
-        ('Linear 224 -> 56', 'addmm (BLAS)'): plain(lambda: fc2(hidden)),
+        ('Linear 224 -> 56', 'addmm (BLAS)'): without_fusion(lambda: fc2(hidden)),
         ('stem DW 3x3 conv + BN + GELU, (B, 28, 112, 112)', 'BN folded, GELU fused (ours)'):
             lambda: stem_layer(stem_map),
         ('stem DW 3x3 conv + BN + GELU, (B, 28, 112, 112)', 'conv, BN, GELU'):
-            plain(lambda: stem_layer(stem_map)),
+            without_fusion(lambda: stem_layer(stem_map)),
     }
     with torch.no_grad():
         times = interleaved(cases, 2, repeats, 'kernel choices')
