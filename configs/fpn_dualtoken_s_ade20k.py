@@ -8,15 +8,16 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
-custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
 
 # checkpoints carry the RNG states, so --resume repeats an uninterrupted run
 custom_hooks = [dict(type='RandomStateHook')]
 
 crop_size = (512, 512)
-# BN, not SyncBN: SyncBN does not run under gloo on CPU; on GPUs it may be switched back
-# with --cfg-options model.decode_head.norm_cfg.type=SyncBN
-norm_cfg = dict(type='BN', requires_grad=True)
+# SyncBN, as OpenMMLab's multi-GPU segmentation configs use (4 images per GPU are too few
+# for per-GPU statistics). tools/train.py and tools/test.py turn it into BN where it cannot
+# run: a single process, or processes without a GPU (gloo).
+norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
@@ -26,6 +27,7 @@ model = dict(
         arch='small',
         out_indices=(0, 1, 2),  # strides 8, 16, 32
         drop_path_rate=0.1,
+        conv_norm_cfg=norm_cfg,  # the BNs of the stem and the token downsampling
         # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
         # init_cfg=dict(type='Pretrained', prefix='backbone.',
         #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
@@ -40,6 +42,8 @@ model = dict(
     test_cfg=dict(mode='whole'))
 
 train_dataloader = dict(batch_size=4)  # x 4 processes = 16
+# the lr above is for a total batch of 16 (4 processes x 4 images); --auto-scale-lr rescales it
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 optim_wrapper = dict(
     _delete_=True,

@@ -8,7 +8,7 @@ _base_ = [
     './_base_/schedules/det_adamw_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
 
 # checkpoints carry the RNG states, so --resume repeats an uninterrupted run
 custom_hooks = [dict(type='RandomStateHook')]

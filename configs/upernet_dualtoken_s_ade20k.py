@@ -7,13 +7,13 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
-custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
 
 # checkpoints carry the RNG states, so --resume repeats an uninterrupted run
 custom_hooks = [dict(type='RandomStateHook')]
 
 crop_size = (512, 512)
-norm_cfg = dict(type='BN', requires_grad=True)  # not SyncBN: see fpn_dualtoken_s_ade20k.py
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN where it cannot run: see fpn_dualtoken_s_ade20k.py
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
@@ -23,6 +23,7 @@ model = dict(
         arch='small',
         out_indices=(0, 1, 2),
         drop_path_rate=0.2,
+        conv_norm_cfg=norm_cfg,  # the BNs of the stem and the token downsampling
     ),
     decode_head=dict(
         in_channels=[56, 112, 224],
@@ -37,6 +38,8 @@ model = dict(
     test_cfg=dict(mode='whole'))
 
 train_dataloader = dict(batch_size=2)  # x 8 processes = 16
+# the lr above is for a total batch of 16 (8 processes x 2 images); --auto-scale-lr rescales it
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 optim_wrapper = dict(
     _delete_=True,

@@ -7,6 +7,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
@@ -83,20 +84,81 @@ def check_dataset_paths(cfg: Config, splits) -> None:
                                         f'({where}.ann_file). {hint}')
 
 
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'TorchSyncBN')
+
+
+def revert_sync_bn_in_config(node) -> int:
+    """Replace every SyncBN norm config under ``node`` by BN, in place; return how many.
+
+    Config-level counterpart of mmengine's ``revert_sync_batchnorm`` (which converts built
+    modules): done before anything is built, so nothing needs its weights carried over.
+    """
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += revert_sync_bn_in_config(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += revert_sync_bn_in_config(value)
+    return count
+
+
+def sync_bn_runs(cfg: Config) -> bool:
+    """SyncBN needs several processes on GPUs (NCCL); a single process or gloo on CPU
+    cannot run it (torch refuses CPU tensors when it synchronises)."""
+    return cfg.get('launcher', 'none') != 'none' and torch.cuda.is_available()
+
+
 def build_runner(cfg: Config):
     """Build the Runner the config asks for (``runner_type``) or mmengine's default.
 
     Without a GPU, a distributed launch gets a gloo process group and a CPU DDP wrapper
-    (mmdualtoken.engine.cpu_distributed), so tools/dist_train.sh works unchanged.
+    (mmdualtoken.engine.cpu_distributed), so tools/dist_train.sh works unchanged. The
+    segmentation configs use SyncBN as OpenMMLab's multi-GPU configs do; where it cannot run
+    (one process, or no GPU) it becomes BN, with a log line.
     """
+    from mmengine.logging import print_log
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from .engine import prepare_cpu_distributed
+    if not sync_bn_runs(cfg):
+        reverted = revert_sync_bn_in_config(cfg.model)
+        if reverted:
+            where = 'a single process' if cfg.get('launcher', 'none') == 'none' else 'CPU (gloo)'
+            print_log(f'SyncBN -> BN in {reverted} norm config(s): SyncBN cannot run in {where}.',
+                      logger='current')
     prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+AMP_WRAPPERS = ('AmpOptimWrapper', 'CPUAmpOptimWrapper')
+
+
+def enable_amp(cfg: Config) -> str:
+    """--amp: fp16 with loss scaling on GPUs (mmengine's AmpOptimWrapper), bf16 autocast on
+    CPU (:class:`CPUAmpOptimWrapper`). Returns the wrapper type chosen."""
+    from mmengine.logging import print_log
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper in AMP_WRAPPERS:
+        print_log(f'AMP is already enabled in the config ({wrapper}).', logger='current')
+        return wrapper
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (or one of '
+                         f'{list(AMP_WRAPPERS)}), got {wrapper!r}')
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    print_log(f'--amp: {cfg.optim_wrapper.type}', logger='current')
+    return cfg.optim_wrapper.type
 
 
 def parse_train_args(argv=None):
@@ -120,14 +182,7 @@ def train_main(argv=None):
     cfg = load_config(args)
 
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'AmpOptimWrapper':
-            print('AMP is already enabled in the config.')
-        elif wrapper != 'OptimWrapper':
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
-        else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        enable_amp(cfg)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
@@ -152,10 +207,32 @@ def parse_test_args(argv=None):
     parser = argparse.ArgumentParser(description='Test a DualToken-ViT model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--show-dir', help='write pictures of the predictions here '
-                        '(inside the work dir\'s timestamped folder for mmdet/mmseg)')
+    parser.add_argument('--show-dir', help='write pictures of the predictions into this '
+                        'folder (mmseg: under its vis_data/vis_image)')
     add_common_args(parser)
     return parser.parse_args(argv)
+
+
+def enable_show_dir(cfg: Config, show_dir: str) -> None:
+    """--show-dir: turn on each framework's visualization hook, pictures into ``show_dir``.
+
+    The three hooks differ (as their own tools/test.py scripts know): mmpretrain's
+    VisualizationHook takes ``enable`` and ``out_dir``; mmdet's DetVisualizationHook ``draw``
+    and ``test_out_dir``; mmseg's SegVisualizationHook only ``draw``, its pictures going to
+    the visualizer's ``save_dir``.
+    """
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show-dir needs default_hooks.visualization in the config')
+    show_dir = osp.abspath(show_dir)
+    framework = framework_of(cfg)
+    if framework == 'mmpretrain':
+        hook.update(enable=True, out_dir=show_dir)
+    elif framework == 'mmdet':
+        hook.update(draw=True, test_out_dir=show_dir)
+    else:
+        hook.update(draw=True, interval=1)
+        cfg.visualizer.save_dir = show_dir
 
 
 def test_main(argv=None):
@@ -166,13 +243,7 @@ def test_main(argv=None):
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.show_dir:
-        hook = cfg.default_hooks.get('visualization')
-        if hook is None:
-            raise ValueError('--show-dir needs default_hooks.visualization in the config')
-        if framework_of(cfg) == 'mmpretrain':
-            hook.update(enable=True, out_dir=args.show_dir)
-        else:
-            hook.update(draw=True, test_out_dir=args.show_dir)
+        enable_show_dir(cfg, args.show_dir)
     check_dataset_paths(cfg, ['test'])
     runner = build_runner(cfg)
     return runner.test()

@@ -15,12 +15,15 @@ config does via ``custom_imports``) allow-lists exactly what those checkpoints c
   bound to :func:`history_buffer_statistic` instead, which returns only those functions.
 
 weights_only is never switched off: a pickle naming any other global is still refused.
+Where torch has no allow-list (torch < 2.4) nothing is registered: torch.load unpickles
+fully by default there, as mmengine expects.
 """
 import pickle
 
 import numpy as np
-import torch
 from mmengine.logging.history_buffer import HistoryBuffer
+
+from .compat import add_safe_globals
 
 
 def history_buffer_statistic(owner, name: str):
@@ -57,7 +60,10 @@ MMENGINE_CHECKPOINT_GLOBALS = [
 ]
 
 
-def allow_mmengine_checkpoints():
-    """Allow-list what mmengine's checkpoints contain for weights_only loading."""
+def allow_mmengine_checkpoints() -> bool:
+    """Allow-list what mmengine's checkpoints contain for weights_only loading.
+
+    Returns False where torch has no allow-list to extend (see :mod:`mmdualtoken.compat`).
+    """
     HistoryBuffer()  # registers the default statistics (min, max, current, mean)
-    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+    return add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)

@@ -1,35 +1,198 @@
-"""Every config parses, builds its model in its framework's scope, and uses no SyncBN."""
+"""Every config builds, in its framework's scope, the model it says it builds.
+
+The expected values are literals taken from what the configs state (not the configs parsed
+again), so a config that loses its token budget, its drop path or its SyncBN, or a neck that
+no longer matches the backbone's widths, fails here.
+"""
 import glob
 import importlib
 import os.path as osp
 
 import pytest
+import torch
+import torch.nn as nn
 from helpers import REPO_ROOT
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-CONFIGS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '*.py')) +
-                 glob.glob(osp.join(REPO_ROOT, 'configs', 'tiny', '*.py')))
+from mmdualtoken.launch import build_runner, revert_sync_bn_in_config, sync_bn_runs
+
+CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
+CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in
+                 glob.glob(osp.join(CONFIG_DIR, '*.py')) +
+                 glob.glob(osp.join(CONFIG_DIR, 'tiny', '*.py')))
+
+SMALL = dict(embed_dims=[56, 112, 224], depths=[2, 6, 6], num_heads=[2, 4, 8])
+TINY = dict(embed_dims=[48, 96, 192], depths=[2, 3, 4], num_heads=[2, 4, 8])
 
 
-def test_the_configs_the_issues_name_exist():
-    names = {osp.relpath(p, osp.join(REPO_ROOT, 'configs')) for p in CONFIGS}
-    for name in ['retinanet_dualtoken_s.py', 'retinanet_dualtoken_t.py',
-                 'mask_rcnn_dualtoken_s.py', 'mask_rcnn_dualtoken_t.py',
-                 'fpn_dualtoken_s_ade20k.py', 'fpn_dualtoken_t_ade20k.py',
-                 'upernet_dualtoken_s_ade20k.py', 'dualtoken_s_in1k.py', 'dualtoken_t_in1k.py',
-                 'dualtoken_s-mix_in1k.py', 'dualtoken_t-mix_in1k.py']:
-        assert name in names
+def cls(arch, token_mlp='TokenMlp', num_classes=1000):
+    return dict(scope='mmpretrain', task='cls', arch=arch, token_mlp=token_mlp,
+                out_indices=(2, ), gap=True, drop_path_rate=0.1, max_global_tokens=None,
+                sync_bn=0, num_classes=num_classes)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, REPO_ROOT))
-def test_config_builds_without_syncbn(path):
-    cfg = Config.fromfile(path)
-    assert 'SyncBN' not in cfg.pretty_text, 'SyncBN does not run under gloo on CPU'
-    assert cfg.model.backbone.type == 'DualTokenViT'
+def det(task, arch, num_classes=80):
+    return dict(scope='mmdet', task=task, arch=arch, token_mlp='TokenMlp',
+                out_indices=(0, 1, 2), gap=False, drop_path_rate=0.1, max_global_tokens=196,
+                sync_bn=0, num_classes=num_classes)
+
+
+def seg(task, arch, drop_path_rate, sync_bn, num_classes=150):
+    return dict(scope='mmseg', task=task, arch=arch, token_mlp='TokenMlp',
+                out_indices=(0, 1, 2), gap=False, drop_path_rate=drop_path_rate,
+                max_global_tokens=None, sync_bn=sync_bn, num_classes=num_classes)
+
+
+# sync_bn: how many SyncBN norm configs the model holds (backbone conv_norm_cfg, heads)
+EXPECTED = {
+    'dualtoken_s_in1k.py': cls(SMALL),
+    'dualtoken_s-mix_in1k.py': cls(SMALL, token_mlp='MixMlp'),
+    'dualtoken_t_in1k.py': cls(TINY),
+    'dualtoken_t-mix_in1k.py': cls(TINY, token_mlp='MixMlp'),
+    'retinanet_dualtoken_s.py': det('retinanet', SMALL),
+    'retinanet_dualtoken_t.py': det('retinanet', TINY),
+    'mask_rcnn_dualtoken_s.py': det('mask_rcnn', SMALL),
+    'mask_rcnn_dualtoken_t.py': det('mask_rcnn', TINY),
+    'fpn_dualtoken_s_ade20k.py': seg('fpn', SMALL, 0.1, sync_bn=2),
+    'fpn_dualtoken_t_ade20k.py': seg('fpn', TINY, 0.1, sync_bn=2),
+    'upernet_dualtoken_s_ade20k.py': seg('upernet', SMALL, 0.2, sync_bn=3),
+    'tiny/dualtoken_s_in1k_tiny.py': cls(SMALL, num_classes=4),
+    'tiny/retinanet_dualtoken_s_tiny.py': det('retinanet', SMALL, num_classes=3),
+    'tiny/mask_rcnn_dualtoken_s_tiny.py': det('mask_rcnn', SMALL, num_classes=3),
+    'tiny/fpn_dualtoken_s_ade20k_tiny.py': seg('fpn', SMALL, 0.1, sync_bn=2, num_classes=5),
+    'tiny/upernet_dualtoken_s_ade20k_tiny.py': seg('upernet', SMALL, 0.2, sync_bn=3,
+                                                   num_classes=5),
+}
+SEG_CONFIGS = [name for name, e in EXPECTED.items() if e['sync_bn']]
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(osp.join(CONFIG_DIR, name))
+
+
+def build_model(cfg: Config):
     scope = cfg.default_scope
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model)
-    arch = cfg.model.backbone.get('arch', 'small')
-    assert model.backbone.arch_settings == model.backbone._parse_arch(arch)
+        return registry.build(cfg.model)
+
+
+def sync_bn_configs(node) -> int:
+    """How many norm configs of type SyncBN lie under ``node``."""
+    if isinstance(node, dict):
+        return (node.get('type') == 'SyncBN') + sum(sync_bn_configs(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(sync_bn_configs(v) for v in node)
+    return 0
+
+
+def test_every_config_has_expectations():
+    assert CONFIGS == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_config_builds_the_model_it_states(name):
+    expected = EXPECTED[name]
+    cfg = load(name)
+    assert cfg.default_scope == expected['scope']
+    imports = cfg.custom_imports['imports']
+    assert 'mmdualtoken' in imports and 'mmdualtoken.engine' in imports
+    assert dict(type='RandomStateHook') in cfg.custom_hooks
+    model = build_model(cfg)
+    if not expected['sync_bn']:  # detection and classification: plain BN
+        assert 'SyncBN' not in cfg.pretty_text
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+        assert any(type(m) is nn.BatchNorm2d for m in model.backbone.modules())
+
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'DualTokenViT'
+    arch = expected['arch']
+    assert backbone.embed_dims == arch['embed_dims']
+    assert backbone.depths == arch['depths']
+    assert backbone.num_heads == arch['num_heads']
+    assert [len(stage.blocks) for stage in backbone.stages] == arch['depths']
+    token_mlp = backbone.stages[0].blocks[0].global_module.token_mlp
+    assert type(token_mlp).__name__ == expected['token_mlp']
+    assert backbone.out_indices == expected['out_indices']
+    assert backbone.gap_before_final_norm is expected['gap']
+    # drop path rises linearly to the config's rate in the last block
+    assert backbone.stages[-1].blocks[-1].drop_path.drop_prob == \
+        pytest.approx(expected['drop_path_rate'])
+    assert backbone.max_global_tokens == expected['max_global_tokens']
+    for stage in backbone.stages:
+        for block in stage.blocks:
+            assert block.global_module.downsample.max_global_tokens == \
+                expected['max_global_tokens']
+
+    dims = arch['embed_dims']
+    task = expected['task']
+    if task == 'cls':
+        assert model.head.in_channels == dims[2]
+        assert model.head.num_classes == expected['num_classes']
+    elif task == 'retinanet':
+        assert list(model.neck.in_channels) == dims
+        assert model.bbox_head.num_classes == expected['num_classes']
+    elif task == 'mask_rcnn':
+        # the stride-4 level is made from the stride-8 map by a transposed convolution
+        assert type(model.neck).__name__ == 'TransposedConvFPN'
+        assert model.neck.upsample[0].in_channels == dims[0]
+        assert list(model.neck.fpn.in_channels) == [dims[0], *dims]
+        assert model.roi_head.bbox_head.num_classes == expected['num_classes']
+    elif task == 'fpn':
+        assert list(model.neck.in_channels) == dims
+        assert model.decode_head.num_classes == expected['num_classes']
+    else:  # upernet
+        assert list(model.decode_head.in_channels) == dims
+        assert model.auxiliary_head.in_channels == dims[1]
+        assert model.decode_head.num_classes == expected['num_classes']
+        assert model.auxiliary_head.num_classes == expected['num_classes']
+
+
+@pytest.mark.parametrize('name', SEG_CONFIGS)
+def test_segmentation_configs_use_sync_bn_and_revert_to_bn(name):
+    cfg = load(name)
+    assert cfg.model.backbone.conv_norm_cfg.type == 'SyncBN'
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    assert sync_bn_configs(cfg.model) == EXPECTED[name]['sync_bn']
+    model = build_model(cfg)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.stem.modules())
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.decode_head.modules())
+
+    assert revert_sync_bn_in_config(cfg.model) == EXPECTED[name]['sync_bn']
+    assert sync_bn_configs(cfg.model) == 0
+    assert 'SyncBN' not in str(cfg.model)
+    model = build_model(cfg)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    for part in (model.backbone.stem, model.decode_head):
+        assert any(type(m) is nn.BatchNorm2d for m in part.modules())
+    # and the model trains a step with it on CPU (SyncBN would refuse CPU tensors)
+    model.backbone.train()
+    outs = model.backbone(torch.rand(2, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+
+
+def test_sync_bn_runs_only_distributed_with_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert sync_bn_runs(Config(dict(launcher='none'))) is False
+    assert sync_bn_runs(Config(dict())) is False  # no launcher: a single process
+    assert sync_bn_runs(Config(dict(launcher='pytorch'))) is False  # gloo on CPU
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert sync_bn_runs(Config(dict(launcher='pytorch'))) is True
+    assert sync_bn_runs(Config(dict(launcher='none'))) is False
+
+
+@pytest.mark.parametrize('launcher, cuda, kept', [('none', False, False), ('none', True, False),
+                                                  ('pytorch', True, True)])
+def test_build_runner_reverts_sync_bn_where_it_cannot_run(monkeypatch, tmp_path, launcher,
+                                                          cuda, kept):
+    """tools/train.py and test.py build through build_runner: the Runner gets BN unless
+    SyncBN can run (several processes with CUDA)."""
+    from mmengine.runner import Runner
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(Runner, 'from_cfg', classmethod(lambda runner_cls, cfg: cfg))
+    cfg = load('tiny/fpn_dualtoken_s_ade20k_tiny.py')
+    cfg.launcher = launcher
+    cfg.work_dir = str(tmp_path)
+    given = build_runner(cfg)
+    assert sync_bn_configs(given.model) == (2 if kept else 0)

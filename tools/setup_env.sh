@@ -2,9 +2,11 @@
 # One set-up path for mmdualtoken on a fresh CPU machine (used by `make demo` and `make test`).
 #
 # Creates .venv in the repository, installs the torch/torchvision pair that works with the
-# OpenMMLab stack here, builds mmcv 2.1.0 with its compiled CPU ops from the source release
+# OpenMMLab stack here, builds mmcv 2.1.0 with its compiled ops from the source release
 # (cached outside the repository and reused), then installs mmengine, mmdet, mmsegmentation,
 # mmpretrain and this package in editable mode. A second run with nothing changed is a no-op.
+# Every version comes from requirements/constraints.txt (the one place exact pins live;
+# setup.py states ranges).
 #
 # Environment:
 #   PYTHON             interpreter to build the venv from (default: python3.11, then python3)
@@ -15,17 +17,24 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 CACHE="${MMDUALTOKEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmdualtoken}"
-TORCH_SPEC="torch==2.14.1"
-TORCHVISION_SPEC="torchvision==0.29.1"
-SETUPTOOLS_SPEC="setuptools==80.9.0"   # < 82: mmcv's setup.py and mmengine's `mmdet::` configs need pkg_resources
-MMCV_VERSION="2.1.0"
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+pinned() {  # the exact version of package $1 in the constraints file
+  local v
+  v="$(grep -iE "^$1==" "$CONSTRAINTS" | head -n1 | cut -d= -f3 | cut -d' ' -f1)"
+  [[ -n "$v" ]] || { echo "[setup] ERROR: $1 is not pinned in $CONSTRAINTS" >&2; exit 1; }
+  echo "$v"
+}
+TORCH_SPEC="torch==$(pinned torch)"
+TORCHVISION_SPEC="torchvision==$(pinned torchvision)"
+SETUPTOOLS_SPEC="setuptools==$(pinned setuptools)"   # < 82: mmcv's setup.py and mmengine's `mmdet::` configs need pkg_resources
+MMCV_VERSION="$(pinned mmcv)"
 
 step() { printf '\n==> [setup] %s\n' "$*"; }
 die() { printf '\n[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # A stamp keyed on everything that decides the environment's contents: same inputs, nothing to do.
 stamp_key() {
-  cat "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -c1-16
+  cat "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" "$ROOT"/requirements/*.txt | sha256sum | cut -c1-16
 }
 STAMP="$VENV/.mmdualtoken-setup-$(stamp_key)"
 if [[ -f "$STAMP" ]]; then
@@ -60,7 +69,7 @@ VPY="$VENV/bin/python"
 # pip's output without the registry mirror's noise ("Location ... is ignored"); pipefail
 # keeps pip's own exit status.
 pip_install() {
-  "$VPY" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 \
+  "$VPY" -m pip install --disable-pip-version-check --progress-bar off -c "$CONSTRAINTS" "$@" 2>&1 \
     | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 }
 
@@ -70,13 +79,17 @@ pip_install -q "$SETUPTOOLS_SPEC" wheel ninja
 step "torch and torchvision ($TORCH_SPEC, $TORCHVISION_SPEC)"
 pip_install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
 
+# A compiled mmcv only works with the torch it was built against, and has CUDA kernels only
+# when built where CUDA was available: the cache key holds both.
+ops_key="$("$VPY" -c "import torch; print('torch' + torch.__version__.replace('+', '_') + '-' + ('cuda' + str(torch.version.cuda) if torch.cuda.is_available() else 'cpu'))")"
+WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION/$ops_key"
 if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; then
-  wheel="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+  wheel="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
   if [[ -z "$wheel" ]]; then
-    step "building mmcv $MMCV_VERSION with its CPU ops (about 10 minutes on 2 cores; done once, cached in $CACHE)"
+    step "building mmcv $MMCV_VERSION with its ops for $ops_key (about 13 minutes on 2 cores; done once, cached in $WHEEL_DIR)"
     build="$(mktemp -d)"
     trap 'rm -rf "$build"' EXIT
-    pip_install -q "mmengine==0.10.7" "numpy" "packaging" "pyyaml" "yapf" "addict" "Pillow" "opencv-python"
+    pip_install -q mmengine numpy packaging pyyaml yapf addict Pillow opencv-python
     "$VPY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
       "mmcv==$MMCV_VERSION" -d "$build" || die "could not download the mmcv $MMCV_VERSION source release from PyPI"
     tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
@@ -87,8 +100,9 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
     (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
       "$VPY" -m pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w "$build/dist" .) \
       || die "building mmcv $MMCV_VERSION failed (see the compiler output above)"
-    cp "$build"/dist/mmcv-"$MMCV_VERSION"-*.whl "$CACHE"/
-    wheel="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+    mkdir -p "$WHEEL_DIR"
+    cp "$build"/dist/mmcv-"$MMCV_VERSION"-*.whl "$WHEEL_DIR"/
+    wheel="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
   else
     step "mmcv $MMCV_VERSION from the cached wheel $wheel"
   fi
@@ -96,8 +110,8 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
 fi
 "$VPY" -c "import mmcv.ops; from mmcv.ops import nms" || die "mmcv's compiled ops do not import"
 
-step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, with test extras)"
-pip_install -q -e "$ROOT[tests]"
+step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, all tasks and test extras)"
+pip_install -q -e "$ROOT[all,tests]"
 
 step "checking the stack"
 "$VPY" - <<'PY'

@@ -9,7 +9,7 @@ _base_ = [
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmdualtoken'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
 
 # checkpoints carry the RNG states, so --resume repeats an uninterrupted run
 custom_hooks = [dict(type='RandomStateHook')]

@@ -35,6 +35,8 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+auto_scale_lr = dict(base_batch_size=8)  # one process x 8 images
+
 model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(num_classes=5))

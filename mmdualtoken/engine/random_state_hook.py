@@ -1,58 +1,95 @@
-"""Save and restore the random number generators with each checkpoint.
+"""Save and restore every rank's random number generators with each checkpoint.
 
 mmengine restores the model, optimizer, schedulers and counters on ``--resume`` but not the
 RNG states, so data augmentation, drop path, Mixup/CutMix draw other numbers after a resume
-than an uninterrupted run with the same seed would. This hook stores the Python, numpy and
-torch generator states in the checkpoint (types that safe, weights_only loading accepts) and
-puts them back before training continues, so a resumed run repeats the uninterrupted one bit
-for bit on CPU (with ``randomness=dict(seed=..., deterministic=True)`` and no validation
-between the save and the resume point, since validation also draws from the generators).
-Epoch-based loops only: an iteration-based loop re-runs the augmentations of the batches it
-skips on resume after this hook has run.
+than an uninterrupted run with the same seed would. This hook stores, for every rank, the
+Python, numpy and torch CPU generator states and, where CUDA is in use, the rank's CUDA
+generator state (mmcv's DropPath and random erasing on GPU tensors draw from it). Rank 0
+writes the checkpoint, so the states of all ranks are gathered to it; on resume each rank
+puts back its own. The states are plain tensors, ints and lists: safe, weights_only loading
+accepts them.
+
+A resumed run then repeats the uninterrupted one bit for bit on CPU (with
+``randomness=dict(seed=..., deterministic=True)`` and no validation between the save and the
+resume point, since validation also draws from the generators). Epoch-based loops only: an
+iteration-based loop re-runs the augmentations of the batches it skips on resume after this
+hook has run. Resuming with another number of processes restores rank r from saved rank
+r mod (saved ranks) and says so: the run continues correctly but not bit for bit.
 """
 import random
+from typing import Optional
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 KEY = 'random_states'
 
 
+def _cuda_in_use() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def capture_random_states() -> dict:
+    """This process's generator states, in types weights-only loading accepts."""
+    version, key, position, has_gauss, gauss = np.random.get_state()
+    python = random.getstate()
+    return dict(
+        python=[python[0], list(python[1]), python[2]],
+        numpy=dict(version=version, key=torch.from_numpy(key.astype(np.int64)),
+                   position=int(position), gauss_next=float(gauss) if has_gauss else None),
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state() if _cuda_in_use() else None)
+
+
+def restore_random_states(states: dict) -> None:
+    """Put back what :func:`capture_random_states` returned (this process's generators)."""
+    python = states['python']
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    n = states['numpy']
+    key = n['key'].numpy().astype(np.uint32) if isinstance(n['key'], torch.Tensor) else n['key']
+    np.random.set_state((n['version'], key, n['position'], 1 if n['gauss_next'] is not None
+                         else 0, n['gauss_next'] or 0.0))
+    torch.set_rng_state(states['torch'])
+    if states.get('cuda') is not None and _cuda_in_use():
+        torch.cuda.set_rng_state(states['cuda'])
+
+
 @HOOKS.register_module()
 class RandomStateHook(Hook):
-    """Checkpoint the RNG states; restore them when a run resumes."""
+    """Checkpoint the RNG states of every rank; restore each rank's own on resume."""
     priority = 'VERY_LOW'
 
     def __init__(self):
-        self._pending = None
+        self._pending: Optional[list] = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        version, key, position, gauss_next = _numpy_state()
-        checkpoint[KEY] = dict(
-            python=random.getstate(),
-            numpy=dict(version=version, key=key, position=position, gauss_next=gauss_next),
-            torch=torch.get_rng_state())
+        # every rank calls this hook (mmengine's Runner.save_checkpoint); rank 0 writes
+        checkpoint[KEY] = dict(ranks=all_gather_object(capture_random_states()))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # the Runner may re-seed after loading (resume); apply the states in before_train
-        self._pending = checkpoint.get(KEY)
+        saved = checkpoint.get(KEY)
+        if saved is None:
+            self._pending = None
+        elif 'ranks' in saved:
+            self._pending = saved['ranks']
+        else:  # checkpoints of mmdualtoken 0.x: rank 0's CPU states only
+            self._pending = [dict(saved, cuda=None)]
 
     def before_train(self, runner) -> None:
         if not self._pending or not getattr(runner, '_resume', False):
             return
-        states, self._pending = self._pending, None
-        python = states['python']
-        random.setstate((python[0], tuple(python[1]), python[2]))
-        n = states['numpy']
-        np.random.set_state((n['version'], n['key'], n['position'], 1 if n['gauss_next']
-                             is not None else 0, n['gauss_next'] or 0.0))
-        torch.set_rng_state(states['torch'])
-        runner.logger.info('Restored the Python, numpy and torch random states of the '
-                           'checkpoint.')
-
-
-def _numpy_state():
-    version, key, position, has_gauss, gauss = np.random.get_state()
-    return version, key, int(position), float(gauss) if has_gauss else None
+        ranks, self._pending = self._pending, None
+        rank, world_size = get_rank(), get_world_size()
+        restore_random_states(ranks[rank % len(ranks)])
+        message = (f'Restored the random states of rank {rank % len(ranks)} of the checkpoint '
+                   f'(Python, numpy, torch CPU'
+                   f'{", CUDA" if ranks[rank % len(ranks)].get("cuda") is not None else ""}).')
+        if len(ranks) != world_size:
+            message += (f' The checkpoint was written by {len(ranks)} processes, this run has '
+                        f'{world_size}: it continues correctly but does not repeat the '
+                        'uninterrupted run bit for bit.')
+        runner.logger.info(message)

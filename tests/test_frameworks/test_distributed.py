@@ -13,7 +13,7 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     # the tiny detection config plus a hook with which every rank saves its weights
     cfg = tmp_path / 'dist_config.py'
     cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
-                   "custom_imports = dict(imports=['mmdualtoken', 'rank_weights_hook'])\n"
+                   "custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine', 'rank_weights_hook'])\n"
                    "custom_hooks = [dict(type='SaveRankWeightsHook')]\n")
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
                PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')

@@ -170,31 +170,76 @@ def test_init_weights():
     assert abs(model.global_tokens.std().item() - 0.02) < 0.01
 
 
-@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 3])
-def test_frozen_stages(frozen_stages):
-    model = build(frozen_stages=frozen_stages)
-    model.train()
-    frozen = frozen_stages >= 0
-    assert model.stem.training is not frozen
-    assert all(p.requires_grad is not frozen for p in model.stem.parameters())
-    assert model.global_tokens.requires_grad is not frozen
-    for i, stage in enumerate(model.stages):
-        is_frozen = i < frozen_stages
-        assert all(m.training is not is_frozen for m in stage.modules())
-        assert all(p.requires_grad is not is_frozen for p in stage.parameters())
-        norm = getattr(model, f'norm{i}')
-        assert norm.training is not is_frozen
-        assert all(p.requires_grad is not is_frozen for p in norm.parameters())
+def bn_statistics(model) -> dict:
+    """Every BatchNorm buffer (running_mean/var, num_batches_tracked), cloned, by name."""
+    return {f'{name}.{key}': buf.clone() for name, m in model.named_modules()
+            if isinstance(m, _BatchNorm) for key, buf in m.named_buffers(recurse=False)}
 
 
-def test_norm_eval_and_train_returns_self():
+def frozen_prefixes(frozen_stages):
+    """ResNet's meaning: 0 = stem + global tokens; k = also stages[0..k-1], norm0..norm{k-1}."""
+    if frozen_stages < 0:
+        return ()
+    return ('stem.', 'global_tokens', *(f'stages.{i}.' for i in range(frozen_stages)),
+            *(f'norm{i}.' for i in range(frozen_stages)))
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 1, 3])
+def test_frozen_stages_do_not_change_in_a_training_step(frozen_stages):
+    """One AdamW step (weight decay on) in train mode: the frozen parameters and the running
+    statistics of the frozen BatchNorms stay bitwise as they were; the rest trains."""
+    model = build(frozen_stages=frozen_stages).train()
+    torch.manual_seed(1)
+    # a tiny trainable head, so that there is a loss to step even with every stage frozen
+    head = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(c, 1, 1))
+                                   for c in TINY_ARCH['embed_dims']])
+    params_before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stats_before = bn_statistics(model)
+    head_before = [p.detach().clone() for p in head]
+    optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-2,
+                                  weight_decay=0.05)
+    outs = model(torch.rand(2, 3, 64, 64))
+    sum((o * w).sum() for o, w in zip(outs, head)).backward()
+    optimizer.step()
+
+    prefixes = frozen_prefixes(frozen_stages)
+    frozen = [n for n in params_before if n.startswith(prefixes)]
+    assert 'global_tokens' in frozen and any(n.startswith('stem.') for n in frozen)
+    for name, param in model.named_parameters():
+        if name.startswith(prefixes):
+            assert torch.equal(param, params_before[name]), f'frozen {name} changed'
+        else:
+            assert not torch.equal(param, params_before[name]), f'{name} did not train'
+    frozen_stats = [n for n in stats_before if n.startswith(prefixes)]
+    assert frozen_stats  # the stem has BatchNorms
+    for name, stat in bn_statistics(model).items():
+        if name.startswith(prefixes):
+            assert torch.equal(stat, stats_before[name]), f'frozen BN statistic {name} changed'
+        else:
+            assert not torch.equal(stat, stats_before[name]), f'{name} was not updated'
+    assert all(not torch.equal(p, b) for p, b in zip(head, head_before))
+    if frozen_stages == 3:  # everything in the backbone is frozen
+        assert len(frozen) == len(params_before)
+
+
+def test_norm_eval_keeps_batch_norm_statistics():
+    x = torch.rand(2, 3, 64, 64)
     model = build(norm_eval=True)
-    assert model.train() is model
-    assert model.eval() is model
+    assert model.train() is model and model.eval() is model
     model.train()
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    assert bns and all(not m.training for m in bns)
-    assert model.stages[0].blocks[0].ffn.training
+    assert model.stages[0].blocks[0].ffn.training  # only the BatchNorms are in eval mode
+    before = bn_statistics(model)
+    assert before
+    for _ in range(2):
+        model(x)
+    for name, stat in bn_statistics(model).items():
+        assert torch.equal(stat, before[name]), name
+    # without norm_eval, the same forward passes update every BatchNorm
+    model = build(norm_eval=False).train()
+    for _ in range(2):
+        model(x)
+    for name, stat in bn_statistics(model).items():
+        assert not torch.equal(stat, before[name]), name
 
 
 def test_drop_path_rates_increase_linearly():
@@ -204,17 +249,72 @@ def test_drop_path_rates_increase_linearly():
     torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, len(rates)))
 
 
-def test_with_cp_gives_identical_outputs_and_gradients():
+def test_drop_path_is_random_in_training_and_off_in_eval():
+    x = torch.rand(2, 3, 64, 64)
+    model = build(drop_path_rate=0.5).train()
+
+    def forward(seed):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model(x)
+
+    first, other, again = forward(1), forward(2), forward(1)
+    assert any(not torch.equal(a, b) for a, b in zip(first, other))
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # eval: exactly the model without drop path, on the same weights
+    plain = build(drop_path_rate=0.)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        for a, b in zip(forward(3), plain(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_with_cp_checkpoints_every_block_and_changes_nothing(monkeypatch):
+    """Gradient checkpointing is really used, gives the same outputs, gradients (drop path
+    replayed with the same mask) and BatchNorm running statistics (updated once per step,
+    not again when backward recomputes the block)."""
+    import torch.utils.checkpoint as torch_cp
+    from mmdualtoken.models.backbones import dualtoken_vit
+    calls = []
+    original = torch_cp.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dualtoken_vit.cp, 'checkpoint', counting_checkpoint)
     x = torch.rand(2, 3, 72, 88)
-    plain, checkpointed = build(), build(with_cp=True)
+    plain, checkpointed = build(drop_path_rate=0.3), build(drop_path_rate=0.3, with_cp=True)
     checkpointed.load_state_dict(plain.state_dict())
-    outs = [m(x) for m in (plain, checkpointed)]
+    plain.train(), checkpointed.train()
+    torch.manual_seed(5)
+    weights = [torch.randn(2, c, 1, 1) for c in TINY_ARCH['embed_dims']]
+    outs = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(7)  # the same drop-path masks in both
+        out = model(x)
+        sum((o * w).sum() for o, w in zip(out, weights)).backward()
+        outs.append(out)
+    assert len(calls) == sum(TINY_ARCH['depths'])  # one checkpoint per block, plain: none
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for m, out in zip((plain, checkpointed), outs):
-        sum(o.sum() for o in out).backward()
     for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=name)
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+    stats, cp_stats = bn_statistics(plain), bn_statistics(checkpointed)
+    assert any('.blocks.' in name for name in stats)  # the token downsampling's BNs
+    for name, stat in stats.items():
+        torch.testing.assert_close(cp_stats[name], stat, rtol=0, atol=0, msg=name)
+        if name.endswith('num_batches_tracked'):
+            assert int(cp_stats[name]) == 1, name
+    # a second step: still once per step
+    torch.manual_seed(7)
+    sum(o.sum() for o in checkpointed(x)).backward()
+    counts = [int(v) for n, v in bn_statistics(checkpointed).items()
+              if n.endswith('num_batches_tracked')]
+    assert counts and all(c == 2 for c in counts)
 
 
 @pytest.mark.parametrize('variant', [dict(), dict(token_mlp='mix'), dict(global_tokens='normal'),

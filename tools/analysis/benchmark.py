@@ -288,6 +288,14 @@ def main(argv=None):
                         help='skip torch.compile, bf16 and memory (quick runs)')
     parser.add_argument('--out', help='write the markdown report here (PNG beside it)')
     args = parser.parse_args(argv)
+    if args.out:  # fail now, not after minutes of timing
+        out_dir = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            parser.error(f'cannot create the folder of --out {args.out!r}: {e}')
+        if not os.access(out_dir, os.W_OK):
+            parser.error(f'cannot write into {out_dir!r} (--out {args.out!r})')
     torch.set_num_threads(args.threads)
     from mmdualtoken.models import DualTokenViT
     from mmdualtoken.utils import count_complexity

@@ -1,5 +1,8 @@
 """DualToken-ViT (Chu et al., SDM 2024) as an OpenMMLab backbone."""
 import copy
+import itertools
+import math
+from contextlib import contextmanager, nullcontext
 from typing import Optional, Sequence, Union
 
 import torch
@@ -14,6 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import (ConvStem, DualTokenBlock, OneDNNLinear, ResidualMergePatch,
                       resize_token_grid)
+from ..layers.token_grid import sizes_are_concrete
 from ..state_dict_check import state_dict_mismatch
 
 LOCAL_BRANCHES = ('conv', 'window')
@@ -53,10 +57,43 @@ class DualTokenStage(nn.Module):
             tokens = self.token_proj(tokens)
         for block in self.blocks:
             if self.with_cp and x.requires_grad:
-                x, tokens = cp.checkpoint(block, x, tokens, use_reentrant=False)
+                x, tokens = cp.checkpoint(
+                    block, x, tokens, use_reentrant=False,
+                    context_fn=lambda block=block: self._checkpoint_contexts(block))
             else:
                 x, tokens = block(x, tokens)
         return x, tokens
+
+    @staticmethod
+    def _checkpoint_contexts(block: nn.Module) -> tuple:
+        """``context_fn`` of the checkpoint: (forward context, recompute context).
+
+        The recomputation in backward must not update the BatchNorm running statistics a
+        second time, so it runs every BatchNorm that tracked them in the forward pass on
+        copies of its running_mean/var and num_batches_tracked, dropped afterwards. (Turning
+        ``track_running_stats`` off instead would make batch_norm save two tensors fewer than
+        in the forward pass, which checkpoint refuses: it matches saved tensors by position.)
+        """
+        tracking = [m for m in block.modules()
+                    if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+        names = ('running_mean', 'running_var', 'num_batches_tracked')
+
+        @contextmanager
+        def recompute_on_copies_of_running_statistics():
+            originals = [[getattr(m, name) for name in names] for m in tracking]
+            for module, buffers in zip(tracking, originals):
+                for name, buffer in zip(names, buffers):
+                    if buffer is not None:
+                        setattr(module, name, buffer.clone())
+            try:
+                yield
+            finally:
+                for module, buffers in zip(tracking, originals):
+                    for name, buffer in zip(names, buffers):
+                        if buffer is not None:
+                            setattr(module, name, buffer)
+
+        return nullcontext(), recompute_on_copies_of_running_statistics()
 
 
 @MODELS.register_module()
@@ -191,6 +228,7 @@ class DualTokenViT(BaseModule):
         if in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
         self.in_channels = in_channels
+        self.downsample_steps = tuple(downsample_steps)
         self.out_indices = self._parse_out_indices(out_indices)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}] (-1: none, '
@@ -316,12 +354,50 @@ class DualTokenViT(BaseModule):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f'DualTokenViT expects a 4-D image batch (B, C, H, W), got {shape}')
-        if x.shape[1] != self.in_channels:
+        if not sizes_are_concrete():
+            return  # exporting: the sizes are symbolic; the example input was checked eagerly
+        B, C, H, W = x.shape
+        if C != self.in_channels:
             raise ValueError(f'DualTokenViT was built for {self.in_channels}-channel images '
-                             f'(in_channels), got {x.shape[1]} channels in {tuple(x.shape)}')
-        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
-            raise ValueError(f'DualTokenViT needs H, W >= {self.min_input_size}, got '
-                             f'{tuple(x.shape[2:])}')
+                             f'(in_channels), got {C} channels in {tuple(x.shape)}')
+        if H < self.min_input_size or W < self.min_input_size:
+            raise ValueError(f'DualTokenViT needs H, W >= {self.min_input_size}, got {(H, W)}')
+        if B == 1 and self.training:
+            self._check_batch_norm_statistics(H, W)
+
+    def _token_grids(self, H: int, W: int) -> list:
+        """The X_ds grid of each stage for an H x W input (before any token budget)."""
+        grids, h, w = [], math.ceil(H / 8), math.ceil(W / 8)  # stem: stride 8
+        for i, steps in enumerate(self.downsample_steps):
+            if i > 0:
+                h, w = math.ceil(h / 2), math.ceil(w / 2)  # merge patch
+            grids.append((math.ceil(h / 2**steps), math.ceil(w / 2**steps)))
+        return grids
+
+    def _check_batch_norm_statistics(self, H: int, W: int):
+        """A BatchNorm in training needs more than one value per channel: with a batch of one
+        image, a token downsampling that reaches a 1x1 grid cannot train. Say so before
+        BatchNorm fails deep inside the forward pass."""
+
+        def trains_bn(stage):
+            module = stage.blocks[0].global_module
+            return module is not None and any(isinstance(m, _BatchNorm) and m.training
+                                              for m in module.downsample.modules())
+
+        def single_token_stage(h, w):
+            return next((i for i, (grid, stage) in enumerate(zip(self._token_grids(h, w),
+                                                                   self.stages))
+                         if grid == (1, 1) and trains_bn(stage)), None)
+
+        stage = single_token_stage(H, W)
+        if stage is not None:
+            side = next(s for s in itertools.count(self.min_input_size)
+                        if single_token_stage(s, self.min_input_size) is None)
+            raise ValueError(
+                f'DualTokenViT cannot train on a batch of one {H}x{W} image: the token '
+                f'downsampling of stage {stage + 1} reaches a 1x1 grid, and its BatchNorm needs '
+                'more than one value per channel. Use a batch of 2 or more, inputs of at least '
+                f'{side} px on one side, or norm_eval=True.')
 
     def forward(self, x: torch.Tensor) -> tuple:
         self._check_input(x)

@@ -66,6 +66,7 @@ class MultiheadCrossAttention(nn.Module):
         q = _split_heads(self.q(x), self.num_heads)
         kv = self.kv(context).view(B, M, 2, self.num_heads, C // self.num_heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        if k.shape[0] != q.shape[0]:
-            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        # a context shared by the batch (B = 1) is broadcast as a view; no branch on the
+        # batch size, so an exported graph takes any batch
+        k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
         return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))

@@ -41,7 +41,6 @@ class BiDimAttention(nn.Module):
         g = self.global_reduce(y.mean(dim=(1, 2), keepdim=True), self.act)  # (B, 1, 1, C/4)
         local = self.local_reduce(y, self.act)  # (B, H, W, C/4)
         channel_gate = torch.sigmoid(self.channel_select(g))
-        hidden = local.shape[-1]
-        w_local, w_global = self.spatial_select.weight.split(hidden, dim=1)
+        w_local, w_global = self.spatial_select.weight.chunk(2, dim=1)
         spatial_logit = (local @ w_local.t()) + (g @ w_global.t() + self.spatial_select.bias)
         return x * channel_gate * torch.sigmoid(spatial_logit)

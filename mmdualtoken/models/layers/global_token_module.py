@@ -1,5 +1,5 @@
 """The paper's Position-aware Token Module, and the "normal" global tokens it replaces."""
-import math
+import functools
 from typing import Optional
 
 import torch
@@ -11,19 +11,38 @@ from mmcv.cnn.bricks import DropPath
 from .attention import MultiheadCrossAttention, MultiheadSelfAttention
 from .mlp import MixMlp, TokenMlp
 from .onednn_fusion import ConvNormAct
-from .token_grid import resize_token_grid, tokens_to_nchw
+from .token_grid import (average_pool_token_grid, resize_token_grid, sizes_are_concrete,
+                         tokens_to_nchw)
 
 
-def fit_token_budget(h: int, w: int, max_tokens: int) -> tuple:
-    """The largest grid with the aspect ratio of (h, w) that holds at most ``max_tokens``."""
-    scale = math.sqrt(max_tokens / (h * w))
-    gh, gw = max(1, int(h * scale)), max(1, int(w * scale))
-    while gh * gw > max_tokens:  # rounding at the edges of a thin grid
-        if gh >= gw:
-            gh -= 1
-        else:
-            gw -= 1
-    return gh, gw
+def fit_token_budget(h, w, max_tokens: int) -> tuple:
+    """The largest grid with the aspect ratio of (h, w) that holds at most ``max_tokens``.
+
+    gh = floor(h * s), gw = floor(w * s) with s = sqrt(max_tokens / (h * w)), at least 1; the
+    larger side then shrinks to fit where the other was clamped to 1 (thin inputs). Takes ints, or the 0-d
+    size tensors TorchScript tracing records (ONNX export with dynamo=False): the grid is
+    then computed inside the graph, in the same float64 arithmetic, at every input size.
+    """
+    if isinstance(h, torch.Tensor) and isinstance(w, torch.Tensor):
+        return _fit_token_budget(torch.stack([h, w]), max_tokens)
+    return _fit_token_budget_ints(int(h), int(w), max_tokens)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fit_token_budget_ints(h: int, w: int, max_tokens: int) -> tuple:
+    gh, gw = _fit_token_budget(torch.tensor([h, w]), max_tokens)
+    return int(gh), int(gw)
+
+
+def _fit_token_budget(size: torch.Tensor, max_tokens: int) -> tuple:
+    size = size.to(torch.float64)
+    scale = torch.sqrt(max_tokens / (size[0] * size[1]))
+    grid = torch.floor(size * scale).clamp(min=1).long()
+    gh, gw = grid[0], grid[1]
+    # only a side clamped to 1 can push the product over the budget: shrink the other one
+    larger = torch.minimum(torch.maximum(gh, gw), max_tokens // torch.minimum(gh, gw))
+    rows_larger = gh >= gw
+    return torch.where(rows_larger, larger, gh), torch.where(rows_larger, gw, larger)
 
 
 class TokenDownsample(nn.Module):
@@ -63,13 +82,25 @@ class TokenDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, h, w, C)."""
-        if len(self.convs) == 0 and self.max_global_tokens is None:
+        if len(self.convs):
+            x = self.convs(tokens_to_nchw(x)).permute(0, 2, 3, 1)
+        if self.max_global_tokens is None:
             return x
-        nchw = self.convs(tokens_to_nchw(x))
-        h, w = nchw.shape[2:]
-        if self.max_global_tokens is not None and h * w > self.max_global_tokens:
-            nchw = F.adaptive_avg_pool2d(nchw, fit_token_budget(h, w, self.max_global_tokens))
-        return nchw.permute(0, 2, 3, 1)
+        h, w = x.shape[1:3]
+        if sizes_are_concrete():
+            if h * w <= self.max_global_tokens:
+                return x
+            return average_pool_token_grid(x, fit_token_budget(h, w, self.max_global_tokens))
+        # while exporting: no branch on the size; a map within the budget is pooled to its
+        # own size, which leaves it unchanged. TorchScript tracing records the sizes as
+        # tensors, so the grid is computed in the graph; torch.export with symbolic sizes
+        # cannot express it (the float square root) and is used at a fixed size.
+        gh, gw = fit_token_budget(h, w, self.max_global_tokens)
+        if isinstance(gh, torch.Tensor):
+            gh, gw = torch.minimum(gh, h), torch.minimum(gw, w)
+        else:
+            gh, gw = min(gh, h), min(gw, w)
+        return average_pool_token_grid(x, (gh, gw))
 
 
 class GlobalTokenModule(nn.Module):

@@ -32,8 +32,15 @@ class ResidualMergePatch(nn.Module):
         """x: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), C')."""
         H, W = x.shape[1:3]
         nchw = tokens_to_nchw(x)
-        pooled = F.max_pool2d(nchw, 2, 2, ceil_mode=True).permute(0, 2, 3, 1)
-        if not sizes_are_concrete() or H % 2 or W % 2:
-            nchw = F.pad(nchw, (0, W % 2, 0, H % 2))
+        pad = (0, W % 2, 0, H % 2)
+        if sizes_are_concrete():
+            pooled = F.max_pool2d(nchw, 2, 2, ceil_mode=True)
+            if H % 2 or W % 2:
+                nchw = F.pad(nchw, pad)
+        else:
+            # exporting: ONNX's ceil-mode pooling needs static sizes, so pad explicitly;
+            # -inf never wins a max, which is what ceil mode computes
+            pooled = F.max_pool2d(F.pad(nchw, pad, value=float('-inf')), 2, 2)
+            nchw = F.pad(nchw, pad)
         merged = F.pixel_unshuffle(nchw, 2).permute(0, 2, 3, 1)
-        return self.reduction(self.norm(merged)) + self.shortcut(pooled)
+        return self.reduction(self.norm(merged)) + self.shortcut(pooled.permute(0, 2, 3, 1))

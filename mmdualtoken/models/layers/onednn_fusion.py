@@ -20,6 +20,8 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...compat import cpu_autocast_enabled, is_compiling, is_tracing
+
 _ONEDNN_OPS = (torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, '_linear_pointwise')
                and hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
@@ -47,9 +49,7 @@ def fusion_applies(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
     """True when a fused kernel may replace the plain modules for input ``x``."""
     if not (_enabled and _ONEDNN_OPS) or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    if torch.is_autocast_enabled('cpu'):
+    if is_tracing() or is_compiling() or cpu_autocast_enabled():
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(
             p is not None and p.requires_grad for p in params)):

@@ -4,14 +4,17 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...compat import is_tracing
+
 
 def sizes_are_concrete() -> bool:
-    """False while torch.export traces the model with symbolic sizes (ONNX export).
+    """False while a graph for every input size is recorded (both ONNX exporters).
 
-    Shape-dependent shortcuts (skip a no-op resize or pad) would then become guards that
-    pin the exported graph to one size; the branch-free path computes the same values.
+    Shape-dependent shortcuts (skip a no-op resize or pad) would then be baked into the
+    graph (TorchScript tracing) or become guards that pin it to one size (torch.export);
+    the branch-free path computes the same values at every size.
     """
-    return not torch.compiler.is_exporting()
+    return not is_tracing()
 
 
 def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
@@ -37,3 +40,31 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
     nchw = tokens_to_nchw(tokens)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)
     return out.permute(0, 2, 3, 1)
+
+
+def average_pool_matrix(size_in, size_out, dtype: torch.dtype,
+                        device: torch.device) -> torch.Tensor:
+    """(size_out, size_in) matrix whose row i averages the input positions of bin i of
+    adaptive average pooling: [floor(i * n / m), ceil((i + 1) * n / m))."""
+    bins = torch.arange(size_out, device=device)
+    start = (bins * size_in) // size_out
+    end = ((bins + 1) * size_in + size_out - 1) // size_out
+    positions = torch.arange(size_in, device=device)
+    inside = (positions >= start[:, None]) & (positions < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def average_pool_token_grid(tokens: torch.Tensor, size: Sequence) -> torch.Tensor:
+    """Adaptive average pooling of (B, h, w, C) tokens to (B, size[0], size[1], C).
+
+    With concrete sizes this is ``F.adaptive_avg_pool2d``. While exporting, the output size
+    is computed in the graph, which ONNX's pooling operators cannot take (the TorchScript
+    exporter refuses adaptive pooling unless the output divides the input): there the same
+    bins are averaged by two small matrix products, one per axis.
+    """
+    if sizes_are_concrete():
+        pooled = F.adaptive_avg_pool2d(tokens_to_nchw(tokens), (int(size[0]), int(size[1])))
+        return pooled.permute(0, 2, 3, 1)
+    rows = average_pool_matrix(tokens.shape[1], size[0], tokens.dtype, tokens.device)
+    cols = average_pool_matrix(tokens.shape[2], size[1], tokens.dtype, tokens.device)
+    return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)

@@ -1,12 +1,16 @@
-"""FPN over DualToken-ViT's stride 8/16/32 maps plus a stride-4 level made by upsampling."""
+"""FPN over DualToken-ViT's stride 8/16/32 maps plus a stride-4 level made by upsampling.
+
+Registered in mmengine's root MODELS registry, like the backbone, so that importing
+mmdualtoken needs neither mmdet nor mmseg: mmdet's registry finds the class through its
+parent. mmdet is imported when the neck is built (Mask R-CNN configs), not before.
+"""
 from typing import List, Sequence
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmdet.models.necks import FPN
-from mmdet.registry import MODELS
 from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 
 
 @MODELS.register_module()
@@ -31,6 +35,11 @@ class TransposedConvFPN(BaseModule):
                  norm_cfg: dict = dict(type='BN'), act_cfg: dict = dict(type='GELU'),
                  init_cfg=None, **fpn_kwargs):
         super().__init__(init_cfg=init_cfg)
+        try:
+            from mmdet.models.necks import FPN
+        except ImportError as e:
+            raise ImportError('TransposedConvFPN builds on mmdet\'s FPN: install mmdet '
+                              f'(pip install "mmdualtoken[det]"); importing it failed: {e}') from e
         first = in_channels[0]
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(first, first, kernel_size=2, stride=2),

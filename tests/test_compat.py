@@ -1,0 +1,134 @@
+"""Every torch feature newer than torch 2.1 has a fallback, and the fallbacks work.
+
+The fallbacks are what torch 2.1 runs (tools/compat_matrix.sh runs the backbone suite there);
+here each one is exercised on the installed torch, and each feature test is shown to pick
+the fallback when the modern API is missing (a stand-in module without the attribute).
+"""
+from types import SimpleNamespace
+
+import torch
+from helpers import OpRecorder
+
+from mmdualtoken import compat
+from mmdualtoken.models.layers import OneDNNLinear, fusion_applies, onednn_fusion
+
+WITHOUT_ANYTHING = SimpleNamespace()
+
+
+def test_is_compiling_falls_back_to_dynamo():
+    assert compat._select_is_compiling(WITHOUT_ANYTHING) is compat._is_compiling_dynamo
+    assert compat._select_is_compiling(torch.compiler) is torch.compiler.is_compiling
+    assert compat._is_compiling_dynamo() is False
+    seen = []
+
+    def probe(x):
+        seen.append(compat._is_compiling_dynamo())
+        return x + 1
+
+    torch.compile(probe, backend='eager')(torch.ones(2))
+    assert seen == [True]  # dynamo's own flag, seen while compiling
+
+
+def test_is_compiling_without_dynamo_is_false(monkeypatch):
+    monkeypatch.setattr(torch, '_dynamo', None, raising=False)
+    assert compat._is_compiling_dynamo() is False
+
+
+def test_is_exporting_falls_back_to_is_compiling():
+    assert compat._select_is_exporting(WITHOUT_ANYTHING) is compat.is_compiling
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((compat.is_compiling(), compat.is_exporting(), compat.is_tracing()))
+            return x * 2
+
+    torch.export.export(Probe(), (torch.ones(2), ))
+    # torch.export traces with dynamo: the fallback (is_compiling) sees it too
+    assert seen and all(all(flags) for flags in seen)
+
+
+def test_is_tracing_sees_the_torchscript_tracer():
+    seen = []
+
+    def probe(x):
+        seen.append(compat.is_tracing())
+        return x + 1
+
+    torch.jit.trace(probe, torch.ones(2), check_trace=False)
+    assert seen == [True] and compat.is_tracing() is False
+
+
+def test_cpu_autocast_legacy_and_device_forms_agree():
+    for reader in (compat._cpu_autocast_enabled_legacy, compat._cpu_autocast_enabled_device):
+        assert reader() is False
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert reader() is True
+
+
+def test_cpu_autocast_falls_back_without_the_device_argument():
+    def without_device(*args):  # torch 2.1's signature
+        if args:
+            raise TypeError('is_autocast_enabled() takes 0 positional arguments')
+        return False
+
+    assert compat._select_cpu_autocast_enabled(without_device) is \
+        compat._cpu_autocast_enabled_legacy
+    assert compat._select_cpu_autocast_enabled(torch.is_autocast_enabled) is \
+        compat._cpu_autocast_enabled_device
+
+
+def test_fused_kernels_stay_off_under_autocast_with_the_fallback(monkeypatch):
+    """The layers read the feature through compat: with the legacy reader in place, autocast
+    still takes the plain modules (bf16 matmuls, no fp32 oneDNN kernel)."""
+    monkeypatch.setattr(onednn_fusion, 'cpu_autocast_enabled',
+                        compat._cpu_autocast_enabled_legacy)
+    linear = OneDNNLinear(8, 8)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert fusion_applies(x, linear.weight)
+        with torch.autocast('cpu', dtype=torch.bfloat16), OpRecorder() as ops:
+            assert not fusion_applies(x, linear.weight)
+            y = linear(x)
+    assert y.dtype == torch.bfloat16 and ops.count('mkldnn') == 0
+
+
+def test_fused_kernels_stay_off_while_compiling_with_the_fallback(monkeypatch):
+    monkeypatch.setattr(onednn_fusion, 'is_compiling', compat._is_compiling_dynamo)
+    linear = OneDNNLinear(8, 8)
+    seen = []
+
+    def probe(x):
+        seen.append(fusion_applies(x, linear.weight))
+        return linear(x)
+
+    with torch.no_grad():
+        torch.compile(probe, backend='eager')(torch.randn(2, 8))
+    assert seen == [False]
+
+
+def test_without_an_allow_list_nothing_is_registered():
+    """torch < 2.4 has no add_safe_globals: nothing to register, importing still works."""
+    assert compat.has_safe_globals(WITHOUT_ANYTHING) is False
+    assert compat.add_safe_globals([object], WITHOUT_ANYTHING) is False
+
+
+def test_allow_list_is_registered_where_torch_has_one():
+    from mmengine.logging import HistoryBuffer
+
+    from mmdualtoken.safe_loading import allow_mmengine_checkpoints
+    assert compat.has_safe_globals()
+    assert allow_mmengine_checkpoints() is True
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+
+
+def test_without_onednn_ops_every_layer_takes_the_plain_path(monkeypatch):
+    """The package's only private ops are oneDNN's fused kernels: where a torch build lacks
+    them, the plain path runs (tests/test_models/test_fast_paths.py compares both)."""
+    monkeypatch.setattr(onednn_fusion, '_ONEDNN_OPS', False)
+    linear = OneDNNLinear(4, 4)
+    x = torch.randn(3, 4)
+    with torch.no_grad(), OpRecorder() as ops:
+        y = linear(x, torch.nn.GELU())
+    assert ops.count('mkldnn') == 0
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x @ linear.weight.t() + linear.bias))
