@@ -9,7 +9,7 @@ tools/compat_matrix.sh runs the whole backbone suite on torch 2.1.
 ====================================  ===============================================
 feature (absent in torch 2.1)         fallback
 ====================================  ===============================================
-torch.compiler.is_compiling()         torch._dynamo.is_compiling(), else False
+torch.compiler.is_compiling()         torch._dynamo.is_compiling()
 torch.compiler.is_exporting()         is_compiling(): torch.export traces with dynamo
 torch.is_autocast_enabled(device)     torch.is_autocast_cpu_enabled() for 'cpu'
 torch.serialization.add_safe_globals  nothing to allow-list: torch.load has no
@@ -24,10 +24,10 @@ __all__ = ['is_compiling', 'is_exporting', 'is_tracing', 'cpu_autocast_enabled',
 
 # ---------------------------------------------------------------- compilation and export
 def _is_compiling_dynamo() -> bool:
-    """Fallback where torch.compiler.is_compiling is missing: dynamo's own flag."""
-    dynamo = getattr(torch, '_dynamo', None)
-    check = getattr(dynamo, 'is_compiling', None) if dynamo is not None else None
-    return bool(check()) if check is not None else False
+    """Fallback where torch.compiler.is_compiling is missing: dynamo's own flag, which
+    dynamo itself evaluates to True while it traces (no getattr/hasattr here: dynamo 2.1
+    cannot trace those on a module)."""
+    return bool(torch._dynamo.is_compiling())
 
 
 def _select_is_compiling(compiler=getattr(torch, 'compiler', None)):

@@ -12,6 +12,21 @@ from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 
+class LaunchError(Exception):
+    """A problem with the command line, the config or the data, found before anything runs.
+
+    tools/train.py and tools/test.py print it as one line (``error: ...``) and exit 1.
+    """
+
+
+class MissingFileError(LaunchError, FileNotFoundError):
+    """A config, dataset folder, annotation file or checkpoint that does not exist."""
+
+
+class BadConfigError(LaunchError, ValueError):
+    """A config or flag combination that cannot run."""
+
+
 FRAMEWORKS = {
     'mmpretrain': 'ImageNet classification',
     'mmdet': 'COCO detection',
@@ -23,7 +38,7 @@ def framework_of(cfg: Config) -> str:
     """The framework a config runs in (its ``default_scope``), or a clear error."""
     scope = cfg.get('default_scope')
     if scope not in FRAMEWORKS:
-        raise ValueError(f'The config must set default_scope to one of {sorted(FRAMEWORKS)} '
+        raise BadConfigError(f'The config must set default_scope to one of {sorted(FRAMEWORKS)} '
                          f'(through its _base_ files), got {scope!r}')
     return scope
 
@@ -44,7 +59,7 @@ def load_config(args) -> Config:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if not osp.isfile(args.config):
-        raise FileNotFoundError(f'Config file not found: {args.config}')
+        raise MissingFileError(f'Config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -74,13 +89,13 @@ def check_dataset_paths(cfg: Config, splits) -> None:
         if '://' in root:
             continue
         if root and not osp.isdir(root):
-            raise FileNotFoundError(f'Dataset folder not found: {root!r} ({where}.data_root, '
+            raise MissingFileError(f'Dataset folder not found: {root!r} ({where}.data_root, '
                                     f'relative to {os.getcwd()}). {hint}')
         ann_file = dataset.get('ann_file')
         if ann_file and '://' not in ann_file:
             path = ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)
             if not osp.isfile(path):
-                raise FileNotFoundError(f'Annotation file not found: {path!r} '
+                raise MissingFileError(f'Annotation file not found: {path!r} '
                                         f'({where}.ann_file). {hint}')
 
 
@@ -149,7 +164,7 @@ def enable_amp(cfg: Config) -> str:
         print_log(f'AMP is already enabled in the config ({wrapper}).', logger='current')
         return wrapper
     if wrapper != 'OptimWrapper':
-        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (or one of '
+        raise BadConfigError(f'--amp needs optim_wrapper.type OptimWrapper (or one of '
                          f'{list(AMP_WRAPPERS)}), got {wrapper!r}')
     if torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -186,7 +201,7 @@ def train_main(argv=None):
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
+            raise BadConfigError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
                              'in the config')
         cfg.auto_scale_lr.enable = True
 
@@ -214,7 +229,8 @@ def parse_test_args(argv=None):
 
 
 def enable_show_dir(cfg: Config, show_dir: str) -> None:
-    """--show-dir: turn on each framework's visualization hook, pictures into ``show_dir``.
+    """--show-dir: turn on each framework's visualization hook, a picture of every test
+    image into ``show_dir``.
 
     The three hooks differ (as their own tools/test.py scripts know): mmpretrain's
     VisualizationHook takes ``enable`` and ``out_dir``; mmdet's DetVisualizationHook ``draw``
@@ -223,11 +239,11 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
     """
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise ValueError('--show-dir needs default_hooks.visualization in the config')
+        raise BadConfigError('--show-dir needs default_hooks.visualization in the config')
     show_dir = osp.abspath(show_dir)
     framework = framework_of(cfg)
     if framework == 'mmpretrain':
-        hook.update(enable=True, out_dir=show_dir)
+        hook.update(enable=True, out_dir=show_dir, interval=1)
     elif framework == 'mmdet':
         hook.update(draw=True, test_out_dir=show_dir)
     else:
@@ -238,13 +254,21 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
 def test_main(argv=None):
     """tools/test.py: evaluate a checkpoint with the config's test set and metric."""
     args = parse_test_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
     cfg = load_config(args)
+    check_dataset_paths(cfg, ['test'])
+    if not osp.isfile(args.checkpoint):
+        raise MissingFileError(f'Checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_show_dir(cfg, args.show_dir)
-    check_dataset_paths(cfg, ['test'])
     runner = build_runner(cfg)
     return runner.test()
 
+
+def run_tool(main) -> None:
+    """Run ``main`` as a command: a LaunchError becomes one line on stderr and exit code 1."""
+    import sys
+    try:
+        main()
+    except LaunchError as e:
+        sys.exit(f'error: {e}')

@@ -35,10 +35,10 @@ TESTS=(tests/test_compat.py tests/test_import.py tests/test_models/test_dualtoke
        tests/test_models/test_layers.py tests/test_models/test_fast_paths.py
        tests/test_models/test_pretrained_loading.py tests/test_models/test_onnx_export.py)
 # tests that need what the matrix leaves out on purpose: the three frameworks, torch.export
-DESELECT=(-k "not each_framework and not dynamo and not torch_compile")
+DESELECT=(-k "not framework and not dynamo and not torch_compile")
 if [[ $SHORT == 1 ]]; then
   TESTS=(tests/test_import.py tests/test_models/test_dualtoken_vit.py)
-  DESELECT=(-k "not each_framework and (import or shapes or train_step)")
+  DESELECT=(-k "not framework and (import or shapes or train_step)")
 fi
 
 table="| torch | numpy | mmengine | mmcv-lite | backbone tests | time |

@@ -2,6 +2,7 @@
 """The README's main job: RetinaNet with DualToken-ViT-S, trained and evaluated on CPU.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/tiny]
+        [--cfg-options key=value ...]   (e.g. train_cfg.max_epochs=1 for a quicker look)
 
 1. writes the tiny COCO-format detection set (generated shapes) unless it is there;
 2. trains configs/tiny/retinanet_dualtoken_s_tiny.py (the real
@@ -48,6 +49,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/tiny')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='more overrides of the tiny config, key=value')
     args = parser.parse_args(argv)
     start = time.time()
 
@@ -63,7 +66,8 @@ def main(argv=None):
     train_main([CONFIG, '--work-dir', args.work_dir, '--cfg-options',
                 f'train_dataloader.dataset.data_root={coco}/',
                 f'val_dataloader.dataset.data_root={coco}/',
-                f'val_evaluator.ann_file={coco}/annotations/instances_val2017.json'])
+                f'val_evaluator.ann_file={coco}/annotations/instances_val2017.json',
+                *args.cfg_options])
     logged = read_scalars(args.work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     metrics = [r for r in logged if 'coco/bbox_mAP' in r][-1]

@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdualtoken.launch import test_main  # noqa: E402  (also registers the backbone)
+from mmdualtoken.launch import run_tool, test_main  # noqa: E402  (also registers the backbone)
 
 if __name__ == '__main__':
-    test_main()
+    run_tool(test_main)

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdualtoken.launch import train_main  # noqa: E402  (also registers the backbone)
+from mmdualtoken.launch import run_tool, train_main  # noqa: E402  (also registers the backbone)
 
 if __name__ == '__main__':
-    train_main()
+    run_tool(train_main)

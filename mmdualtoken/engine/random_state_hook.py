@@ -4,9 +4,12 @@ mmengine restores the model, optimizer, schedulers and counters on ``--resume`` 
 RNG states, so data augmentation, drop path, Mixup/CutMix draw other numbers after a resume
 than an uninterrupted run with the same seed would. This hook stores, for every rank, the
 Python, numpy and torch CPU generator states and, where CUDA is in use, the rank's CUDA
-generator state (mmcv's DropPath and random erasing on GPU tensors draw from it). Rank 0
-writes the checkpoint, so the states of all ranks are gathered to it; on resume each rank
-puts back its own. The states are plain tensors, ints and lists: safe, weights_only loading
+generator state (mmcv's DropPath and random erasing on GPU tensors draw from it). Only rank 0
+writes the checkpoint (mmengine's ``Runner.save_checkpoint`` runs on the master alone), so in
+a distributed run every rank sends its states to all (one all_gather) just before the
+CheckpointHook saves: this hook runs before it (priority LOW) and asks it whether it will
+save at this iteration or epoch, with the CheckpointHook's own rule. On resume each rank puts
+back its own. The states are plain tensors, ints and lists: safe, weights_only loading
 accepts them.
 
 A resumed run then repeats the uninterrupted one bit for bit on CPU (with
@@ -22,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
 KEY = 'random_states'
@@ -57,17 +60,45 @@ def restore_random_states(states: dict) -> None:
         torch.cuda.set_rng_state(states['cuda'])
 
 
+def checkpoint_due(runner, by_epoch: bool) -> bool:
+    """Whether the runner's CheckpointHook saves after this epoch (or iteration): its rule."""
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
+            if by_epoch:
+                return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
+                    hook.save_last and hook.is_last_train_epoch(runner)))
+            return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                hook.save_last and hook.is_last_train_iter(runner)))
+    return False
+
+
 @HOOKS.register_module()
 class RandomStateHook(Hook):
     """Checkpoint the RNG states of every rank; restore each rank's own on resume."""
-    priority = 'VERY_LOW'
+    priority = 'LOW'  # before the CheckpointHook (VERY_LOW) in after_train_iter/epoch
 
     def __init__(self):
         self._pending: Optional[list] = None
+        self._gathered: Optional[list] = None
+
+    def _gather_if_saving(self, runner, by_epoch: bool) -> None:
+        # every rank takes part (the decision is the same on all ranks); rank 0 keeps them
+        if get_world_size() > 1 and checkpoint_due(runner, by_epoch):
+            self._gathered = all_gather_object(capture_random_states())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._gather_if_saving(runner, by_epoch=False)
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_if_saving(runner, by_epoch=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # every rank calls this hook (mmengine's Runner.save_checkpoint); rank 0 writes
-        checkpoint[KEY] = dict(ranks=all_gather_object(capture_random_states()))
+        # rank 0 only (mmengine saves on the master); one process: its states now
+        if get_world_size() > 1 and self._gathered is not None:
+            ranks = self._gathered
+        else:
+            ranks = [capture_random_states()]
+        checkpoint[KEY] = dict(ranks=ranks)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # the Runner may re-seed after loading (resume); apply the states in before_train
