@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 
+
 class LaunchError(Exception):
     """A problem with the command line, the config or the data, found before anything runs.
 
@@ -38,8 +39,8 @@ def framework_of(cfg: Config) -> str:
     """The framework a config runs in (its ``default_scope``), or a clear error."""
     scope = cfg.get('default_scope')
     if scope not in FRAMEWORKS:
-        raise BadConfigError(f'The config must set default_scope to one of {sorted(FRAMEWORKS)} '
-                         f'(through its _base_ files), got {scope!r}')
+        raise BadConfigError(f'The config must set default_scope to one of '
+                             f'{sorted(FRAMEWORKS)} (through its _base_ files), got {scope!r}')
     return scope
 
 
@@ -90,13 +91,13 @@ def check_dataset_paths(cfg: Config, splits) -> None:
             continue
         if root and not osp.isdir(root):
             raise MissingFileError(f'Dataset folder not found: {root!r} ({where}.data_root, '
-                                    f'relative to {os.getcwd()}). {hint}')
+                                   f'relative to {os.getcwd()}). {hint}')
         ann_file = dataset.get('ann_file')
         if ann_file and '://' not in ann_file:
             path = ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)
             if not osp.isfile(path):
                 raise MissingFileError(f'Annotation file not found: {path!r} '
-                                        f'({where}.ann_file). {hint}')
+                                       f'({where}.ann_file). {hint}')
 
 
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'TorchSyncBN')
@@ -165,7 +166,7 @@ def enable_amp(cfg: Config) -> str:
         return wrapper
     if wrapper != 'OptimWrapper':
         raise BadConfigError(f'--amp needs optim_wrapper.type OptimWrapper (or one of '
-                         f'{list(AMP_WRAPPERS)}), got {wrapper!r}')
+                             f'{list(AMP_WRAPPERS)}), got {wrapper!r}')
     if torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -201,8 +202,8 @@ def train_main(argv=None):
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise BadConfigError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
-                             'in the config')
+            raise BadConfigError('--auto-scale-lr needs auto_scale_lr = '
+                                 'dict(base_batch_size=N) in the config')
         cfg.auto_scale_lr.enable = True
 
     if args.resume == 'auto':

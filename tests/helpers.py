@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 from typing import List
@@ -23,6 +24,45 @@ def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
+
+
+def descendants(pid: int) -> list:
+    """The processes below ``pid`` (Linux /proc): torchrun starts its workers in sessions of
+    their own, out of reach of a signal to its process group."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def run_process_tree(cmd, cwd, env, timeout=900) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (a list, e.g. a tools/dist_*.sh line); on a timeout (a rank waiting for
+    another in a collective) end it and every process below it, then fail with the output."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f'{cmd} did not finish in {timeout} s:\n{stdout[-3000:]}\n'
+                             f'{stderr[-6000:]}') from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 class OpRecorder(TorchDispatchMode):

@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, descendants, run_process_tree
 
 README = osp.join(REPO_ROOT, 'README.md')
 VENV_BIN = osp.dirname(sys.executable)
@@ -72,14 +72,18 @@ def config_usage_lines() -> list:
 
 
 # ---------------------------------------------------------------- running
-def run(command: str, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
-    """Run a README command line in bash from ``cwd`` with the venv's python first on PATH."""
-    full_env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'],
-                    OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **(env or {}))
-    # README commands name repository paths relative to the repository root
+def bash(command: str, env=None) -> dict:
+    """Popen arguments for a README command line: bash, the venv's python first on PATH,
+    the repository's tools/ and configs/ (README paths are relative to its root)."""
     command = re.sub(r'(?<![\w/.-])((?:tools|configs)/)', REPO_ROOT + r'/\1', command)
-    return subprocess.run(['bash', '-c', command], cwd=str(cwd), env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return dict(cmd=['bash', '-c', command],
+                env=dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'],
+                         OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **(env or {})))
+
+
+def run(command: str, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """Run a README command line; on a timeout its whole process tree is ended."""
+    return run_process_tree(**bash(command, env), cwd=str(cwd), timeout=timeout)
 
 
 def free_port() -> int:
@@ -201,8 +205,11 @@ def expand_braces(pattern: str) -> list:
             for p in expand_braces(pattern[:match.start()] + option + pattern[match.end():])]
 
 
-@pytest.mark.parametrize('command', sorted(set(c for c in readme_commands() + config_usage_lines()
-                                               if real_config(c))))
+REAL_CONFIG_COMMANDS = sorted(set(c for c in readme_commands() + config_usage_lines()
+                                  if real_config(c)))
+
+
+@pytest.mark.parametrize('command', REAL_CONFIG_COMMANDS)
 def test_real_config_commands_stop_with_the_missing_dataset_error(command, tmp_path):
     proc = run(command, tmp_path, timeout=600, env=dict(PORT=str(free_port())))
     output = proc.stdout + proc.stderr
@@ -217,14 +224,22 @@ def test_two_machine_lines(tmp_path):
     """Both machines' lines at once on this one (MASTER_ADDR is this machine, 1 process per
     machine): they meet, and every process stops with the missing-dataset error."""
     port = free_port()
-    procs = [subprocess.Popen(['bash', '-c', re.sub(
-        r'(?<![\w/.-])(tools|configs)/', REPO_ROOT + r'/\1/',
-        line.replace('MASTER_ADDR=10.0.0.1', 'MASTER_ADDR=127.0.0.1')
-        .replace('PORT=29500', f'PORT={port}').replace('.py 8', '.py 1'))], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PATH=VENV_BIN + os.pathsep +
-                                                      os.environ['PATH']))
-        for line in TWO_MACHINES]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    lines = [line.replace('MASTER_ADDR=10.0.0.1', 'MASTER_ADDR=127.0.0.1')
+             .replace('PORT=29500', f'PORT={port}').replace('.py 8', '.py 1')
+             for line in TWO_MACHINES]
+    procs = []
+    for line in lines:
+        args = bash(line)
+        procs.append(subprocess.Popen(args['cmd'], env=args['env'], cwd=tmp_path, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:  # the workers of a launcher that did not end are in sessions of their own
+        for pid in [d for p in procs for d in descendants(p.pid)] + [p.pid for p in procs]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
     for proc, output in zip(procs, outputs):
         assert proc.returncode != 0
         assert 'error: Dataset folder not found' in output, output[-3000:]

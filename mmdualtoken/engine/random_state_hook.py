@@ -8,7 +8,8 @@ generator state (mmcv's DropPath and random erasing on GPU tensors draw from it)
 writes the checkpoint (mmengine's ``Runner.save_checkpoint`` runs on the master alone), so in
 a distributed run every rank sends its states to all (one all_gather) just before the
 CheckpointHook saves: this hook runs before it (priority LOW) and asks it whether it will
-save at this iteration or epoch, with the CheckpointHook's own rule. On resume each rank puts
+save at this iteration or epoch, with the CheckpointHook's own rule (and after every
+validation, where a best checkpoint may be saved). On resume each rank puts
 back its own. The states are plain tensors, ints and lists: safe, weights_only loading
 accepts them.
 
@@ -81,23 +82,33 @@ class RandomStateHook(Hook):
         self._pending: Optional[list] = None
         self._gathered: Optional[list] = None
 
-    def _gather_if_saving(self, runner, by_epoch: bool) -> None:
+    def _gather(self) -> None:
         # every rank takes part (the decision is the same on all ranks); rank 0 keeps them
-        if get_world_size() > 1 and checkpoint_due(runner, by_epoch):
-            self._gathered = all_gather_object(capture_random_states())
+        self._gathered = all_gather_object(capture_random_states())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._gather_if_saving(runner, by_epoch=False)
+        if get_world_size() > 1 and checkpoint_due(runner, by_epoch=False):
+            self._gather()
 
     def after_train_epoch(self, runner) -> None:
-        self._gather_if_saving(runner, by_epoch=True)
+        if get_world_size() > 1 and checkpoint_due(runner, by_epoch=True):
+            self._gather()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        # the CheckpointHook may save a best checkpoint here (its own metric rule)
+        if get_world_size() > 1:
+            self._gather()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # rank 0 only (mmengine saves on the master); one process: its states now
-        if get_world_size() > 1 and self._gathered is not None:
-            ranks = self._gathered
-        else:
+        if get_world_size() == 1:
             ranks = [capture_random_states()]
+        elif self._gathered is not None:
+            ranks, self._gathered = self._gathered, None
+        else:  # a save outside the CheckpointHook's moments: the other ranks are not here
+            ranks = [capture_random_states()]
+            runner.logger.warning('RandomStateHook: this checkpoint holds the random states '
+                                  'of rank 0 only (saved outside the CheckpointHook).')
         checkpoint[KEY] = dict(ranks=ranks)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -1,20 +1,23 @@
 """tools/dist_train.sh and dist_test.sh with 2 processes without a GPU (torchrun, gloo, DDP)."""
+import json
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import torch
-from helpers import REPO_ROOT, config, scalars
+from helpers import REPO_ROOT, config, run_process_tree, scalars
+
+import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
 
 
 def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'dist')
-    # the tiny detection config plus a hook with which every rank saves its weights
+    # the tiny detection config plus a hook with which every rank saves its weights and
+    # records its DDP wrapper (custom_hooks is replaced: the config's RandomStateHook again)
     cfg = tmp_path / 'dist_config.py'
     cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
                    "custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine', 'rank_weights_hook'])\n"
-                   "custom_hooks = [dict(type='SaveRankWeightsHook')]\n")
+                   "custom_hooks = [dict(type='RandomStateHook'), dict(type='SaveRankWeightsHook')]\n")
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
                PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
     cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
@@ -22,13 +25,17 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
            '--cfg-options', 'train_dataloader.dataset.indices=4',
            'train_dataloader.batch_size=1', 'val_dataloader.dataset.indices=2',
            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0']
-    proc = subprocess.run(cmd, cwd=tiny_workdir, env=env, capture_output=True, text=True,
-                          timeout=900)
+           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
+           'randomness.diff_rank_seed=True']
+    proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
-    assert 'find_unused_parameters' not in log or 'unused' not in proc.stderr
+    # DDP without find_unused_parameters: it would raise had any parameter no gradient
+    for rank in range(2):
+        with open(osp.join(work_dir, f'rank{rank}_ddp.json')) as f:
+            ddp = json.load(f)
+        assert ddp == dict(wrapper='CPUDistributedDataParallel', find_unused_parameters=False)
     # 4 images, 2 processes x batch 1: 2 iterations, each a DDP step over both ranks
     losses = [r['loss'] for r in scalars(work_dir) if 'loss' in r]
     assert len(losses) == 2
@@ -37,12 +44,17 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     assert rank0.keys() == rank1.keys()
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+    # the checkpoint holds every rank's random states (gathered to rank 0, which writes it);
+    # with diff_rank_seed the ranks' generators differ
+    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu', weights_only=True)
+    ranks = ckpt['random_states']['ranks']
+    assert isinstance(ranks, list) and len(ranks) == 2
+    assert not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
 
     # tools/dist_test.sh on the checkpoint, 2 processes
     cmd = [osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), str(cfg),
            osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir', str(tmp_path / 'dist_test'),
            '--cfg-options', 'test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0']
-    proc = subprocess.run(cmd, cwd=tiny_workdir, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr

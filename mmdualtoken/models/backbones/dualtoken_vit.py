@@ -2,6 +2,8 @@
 import copy
 import itertools
 import math
+import pickle
+import re
 from contextlib import contextmanager, nullcontext
 from typing import Optional, Sequence, Union
 
@@ -385,8 +387,8 @@ class DualTokenViT(BaseModule):
                                               for m in module.downsample.modules())
 
         def single_token_stage(h, w):
-            return next((i for i, (grid, stage) in enumerate(zip(self._token_grids(h, w),
-                                                                   self.stages))
+            grids = zip(self._token_grids(h, w), self.stages)
+            return next((i for i, (grid, stage) in enumerate(grids)
                          if grid == (1, 1) and trains_bn(stage)), None)
 
         stage = single_token_stage(H, W)
@@ -451,6 +453,13 @@ class DualTokenViT(BaseModule):
             loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
         except FileNotFoundError:
             raise FileNotFoundError(f'Pretrained checkpoint not found: {checkpoint}') from None
+        except pickle.UnpicklingError as e:  # weights-only loading refused an object
+            refused = re.search(r'Unsupported global: GLOBAL \S+|Refusing getattr[^:]*', str(e))
+            raise RuntimeError(f'Refusing to load the pretrained checkpoint {checkpoint}: it '
+                               'holds an object that safe (weights_only) loading does not '
+                               f'allow ({refused.group(0) if refused else type(e).__name__}). '
+                               'Only tensors and mmengine\'s own checkpoint types load.') \
+                from None
         except Exception as e:  # a truncated or foreign file
             raise RuntimeError(f'Cannot read the pretrained checkpoint {checkpoint} as a torch '
                                f'checkpoint ({type(e).__name__}: {str(e)[:200]}). Is the file '

@@ -4,7 +4,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
@@ -19,9 +18,10 @@ def fit_token_budget(h, w, max_tokens: int) -> tuple:
     """The largest grid with the aspect ratio of (h, w) that holds at most ``max_tokens``.
 
     gh = floor(h * s), gw = floor(w * s) with s = sqrt(max_tokens / (h * w)), at least 1; the
-    larger side then shrinks to fit where the other was clamped to 1 (thin inputs). Takes ints, or the 0-d
-    size tensors TorchScript tracing records (ONNX export with dynamo=False): the grid is
-    then computed inside the graph, in the same float64 arithmetic, at every input size.
+    larger side then shrinks to fit where the other was clamped to 1 (thin inputs). Takes
+    ints, or the 0-d size tensors TorchScript tracing records (ONNX export with
+    dynamo=False): the grid is then computed inside the graph, in the same float64
+    arithmetic, at every input size.
     """
     if isinstance(h, torch.Tensor) and isinstance(w, torch.Tensor):
         return _fit_token_budget(torch.stack([h, w]), max_tokens)

@@ -1,0 +1,263 @@
+"""RandomStateHook: every rank's generator states go into the checkpoint and come back."""
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import mmdualtoken  # noqa: F401  (allow-lists numpy arrays for weights_only loading)
+from mmdualtoken.engine import random_state_hook
+from mmdualtoken.engine.random_state_hook import (KEY, RandomStateHook, capture_random_states,
+                                                  restore_random_states)
+
+
+def draws():
+    """Numbers from every generator the hook covers (gauss caches included)."""
+    return dict(python=[random.random(), random.gauss(0, 1), random.gauss(0, 1)],
+                numpy=[float(np.random.rand()), float(np.random.standard_normal()),
+                       float(np.random.standard_normal())],
+                torch=torch.rand(4))
+
+
+def assert_same_draws(a, b):
+    assert a['python'] == b['python']
+    assert a['numpy'] == b['numpy']
+    assert torch.equal(a['torch'], b['torch'])
+
+
+def seeded_states(seed):
+    """The states after seeding with ``seed`` and drawing one gaussian (so that Python's and
+    numpy's cached second gaussian is part of the state)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    random.gauss(0, 1)
+    np.random.standard_normal()
+    return capture_random_states()
+
+
+def scramble():
+    random.seed(999)
+    np.random.seed(999)
+    torch.manual_seed(999)
+
+
+def save_and_load(obj, tmp_path):
+    path = tmp_path / 'states.pth'
+    torch.save(obj, path)
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+class FakeRunner:
+    def __init__(self, resume=True):
+        self._resume = resume
+        self.messages = []
+        self.logger = SimpleNamespace(info=self.messages.append)
+
+
+def fake_dist(monkeypatch, rank, world_size):
+    monkeypatch.setattr(random_state_hook, 'get_rank', lambda: rank)
+    monkeypatch.setattr(random_state_hook, 'get_world_size', lambda: world_size)
+
+
+def test_capture_restore_round_trip_through_a_safe_checkpoint(tmp_path):
+    states = seeded_states(0)
+    assert random.getstate()[2] is not None and np.random.get_state()[3] == 1  # cached gauss
+    expected = draws()
+    states = save_and_load(states, tmp_path)
+    scramble()
+    restore_random_states(states)
+    assert_same_draws(draws(), expected)
+
+
+def test_hook_writes_and_restores_through_a_safe_checkpoint(tmp_path):
+    hook = RandomStateHook()
+    seeded_states(1)
+    checkpoint = dict(meta=dict(epoch=1))
+    hook.before_save_checkpoint(FakeRunner(), checkpoint)  # one process: one rank
+    assert len(checkpoint[KEY]['ranks']) == 1
+    expected = draws()
+    loaded = save_and_load(checkpoint, tmp_path)
+    scramble()
+    runner = FakeRunner()
+    hook.after_load_checkpoint(runner, loaded)
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected)
+    assert len(runner.messages) == 1 and 'bit for bit' not in runner.messages[0]
+
+
+def test_hook_does_nothing_without_resume(tmp_path):
+    hook = RandomStateHook()
+    seeded_states(1)
+    checkpoint = {}
+    hook.before_save_checkpoint(FakeRunner(), checkpoint)
+    scramble()
+    expected = draws()
+    scramble()
+    runner = FakeRunner(resume=False)  # load_from: weights only, a fresh run
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected)
+    assert runner.messages == []
+
+
+def two_rank_checkpoint(tmp_path):
+    """What rank 0 writes for a run of two processes (states gathered from both)."""
+    ranks = [seeded_states(10), seeded_states(11)]
+    expected = []
+    for states in ranks:
+        restore_random_states(states)
+        expected.append(draws())
+    return save_and_load({KEY: dict(ranks=ranks)}, tmp_path), expected
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_each_rank_restores_its_own_states(monkeypatch, tmp_path, rank):
+    checkpoint, expected = two_rank_checkpoint(tmp_path)
+    assert not torch.equal(checkpoint[KEY]['ranks'][0]['torch'],
+                           checkpoint[KEY]['ranks'][1]['torch'])
+    fake_dist(monkeypatch, rank, 2)
+    hook, runner = RandomStateHook(), FakeRunner()
+    hook.after_load_checkpoint(runner, checkpoint)
+    scramble()
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected[rank])
+    assert f'rank {rank} of the checkpoint' in runner.messages[0]
+    assert 'bit for bit' not in runner.messages[0]
+
+
+@pytest.mark.parametrize('rank, saved_rank', [(0, 0), (1, 1), (2, 0)])
+def test_another_world_size_restores_rank_modulo_and_says_so(monkeypatch, tmp_path, rank,
+                                                             saved_rank):
+    checkpoint, expected = two_rank_checkpoint(tmp_path)
+    fake_dist(monkeypatch, rank, 3)
+    hook, runner = RandomStateHook(), FakeRunner()
+    hook.after_load_checkpoint(runner, checkpoint)
+    scramble()
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected[saved_rank])
+    message = runner.messages[0]
+    assert f'rank {saved_rank} of the checkpoint' in message
+    assert 'written by 2 processes, this run has 3' in message
+    assert 'does not repeat the uninterrupted run bit for bit' in message
+
+
+def test_cuda_states_are_captured_and_restored_per_rank(monkeypatch, tmp_path):
+    """With CUDA in use each rank's CUDA generator is saved and put back (faked here)."""
+    cuda_state = {'current': None}
+    restored = []
+    monkeypatch.setattr(random_state_hook, '_cuda_in_use', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda *a, **k: cuda_state['current'].clone())
+    monkeypatch.setattr(torch.cuda, 'set_rng_state',
+                        lambda state, *a, **k: restored.append(state.clone()))
+    ranks = []
+    for rank in range(2):
+        cuda_state['current'] = torch.full((16, ), 10 + rank, dtype=torch.uint8)
+        ranks.append(seeded_states(20 + rank))
+    assert all(torch.equal(r['cuda'], torch.full((16, ), 10 + i, dtype=torch.uint8))
+               for i, r in enumerate(ranks))
+    checkpoint = save_and_load({KEY: dict(ranks=ranks)}, tmp_path)
+    for rank in range(2):
+        fake_dist(monkeypatch, rank, 2)
+        hook, runner = RandomStateHook(), FakeRunner()
+        hook.after_load_checkpoint(runner, checkpoint)
+        hook.before_train(runner)
+        assert torch.equal(restored[-1], torch.full((16, ), 10 + rank, dtype=torch.uint8))
+        assert 'CUDA' in runner.messages[0]
+    assert len(restored) == 2
+    # without CUDA in use nothing is captured, and a saved CUDA state is not applied
+    monkeypatch.setattr(random_state_hook, '_cuda_in_use', lambda: False)
+    assert capture_random_states()['cuda'] is None
+    restore_random_states(checkpoint[KEY]['ranks'][0])
+    assert len(restored) == 2
+
+
+def test_old_checkpoint_format_still_restores(tmp_path):
+    """mmdualtoken 0.x wrote rank 0's CPU states only: python/numpy/torch, numpy's key an
+    ndarray."""
+    random.seed(30)
+    np.random.seed(30)
+    torch.manual_seed(30)
+    random.gauss(0, 1)
+    np.random.standard_normal()
+    version, key, position, has_gauss, gauss = np.random.get_state()
+    old = dict(python=random.getstate(),
+               numpy=dict(version=version, key=key, position=int(position),
+                          gauss_next=float(gauss) if has_gauss else None),
+               torch=torch.get_rng_state())
+    assert isinstance(old['numpy']['key'], np.ndarray)
+    expected = draws()
+    checkpoint = save_and_load({KEY: old}, tmp_path)
+    assert isinstance(checkpoint[KEY]['numpy']['key'], np.ndarray)
+    scramble()
+    hook, runner = RandomStateHook(), FakeRunner()
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected)
+    assert 'rank 0 of the checkpoint' in runner.messages[0]
+
+
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_ranks_gather_their_states_when_a_checkpoint_is_due(monkeypatch, by_epoch):
+    """Only rank 0 saves (mmengine's save_checkpoint is master-only): every rank sends its
+    states in after_train_epoch/iter, before the CheckpointHook, when it will save."""
+    from mmengine.hooks import CheckpointHook
+    from mmengine.runner.priority import get_priority
+    assert get_priority(RandomStateHook.priority) < get_priority(CheckpointHook.priority)
+    fake_dist(monkeypatch, 0, 2)
+    other_rank = seeded_states(41)
+    sent = []
+
+    def all_gather_object(states):
+        sent.append(states)
+        return [states, other_rank]
+
+    monkeypatch.setattr(random_state_hook, 'all_gather_object', all_gather_object)
+    runner = FakeRunner()
+    runner.hooks = [CheckpointHook(interval=2, by_epoch=by_epoch)]
+    runner.epoch = runner.iter = 0
+    runner.max_epochs = runner.max_iters = 10
+    hook = RandomStateHook()
+
+    def step():
+        if by_epoch:
+            hook.after_train_epoch(runner)
+        else:
+            hook.after_train_iter(runner, 0)
+
+    step()  # after the first epoch / iteration: no checkpoint (interval 2), nothing sent
+    assert sent == []
+    runner.epoch = runner.iter = 1
+    seeded_states(40)
+    step()
+    assert len(sent) == 1
+    expected = draws()
+    seeded_states(42)  # the generators move on before rank 0 saves: the sent states count
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    ranks = checkpoint[KEY]['ranks']
+    assert len(ranks) == 2 and ranks[1] is other_rank
+    restore_random_states(ranks[0])
+    assert_same_draws(draws(), expected)
+
+
+def test_states_are_gathered_after_validation_and_used_once(monkeypatch):
+    """A best checkpoint is saved after validation: every rank sends its states there too.
+    Gathered states serve one save; a later save outside the CheckpointHook's moments holds
+    rank 0's states only and says so."""
+    fake_dist(monkeypatch, 0, 2)
+    other_rank = seeded_states(41)
+    monkeypatch.setattr(random_state_hook, 'all_gather_object',
+                        lambda states: [states, other_rank])
+    runner = FakeRunner()
+    warnings = []
+    runner.logger.warning = warnings.append
+    hook = RandomStateHook()
+    hook.after_val_epoch(runner, metrics={})
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert len(checkpoint[KEY]['ranks']) == 2 and not warnings
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert len(checkpoint[KEY]['ranks']) == 1
+    assert warnings and 'rank 0 only' in warnings[0]
