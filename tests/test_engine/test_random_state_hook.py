@@ -112,32 +112,31 @@ def two_rank_checkpoint(tmp_path):
     return save_and_load({KEY: dict(ranks=ranks)}, tmp_path), expected
 
 
-@pytest.mark.parametrize('rank', [0, 1])
-def test_each_rank_restores_its_own_states(monkeypatch, tmp_path, rank):
+def resume_on_rank(monkeypatch, tmp_path, rank, world_size):
+    """Resume from a 2-rank checkpoint as ``rank`` of ``world_size``: (message, expected)."""
     checkpoint, expected = two_rank_checkpoint(tmp_path)
-    assert not torch.equal(checkpoint[KEY]['ranks'][0]['torch'],
-                           checkpoint[KEY]['ranks'][1]['torch'])
-    fake_dist(monkeypatch, rank, 2)
+    fake_dist(monkeypatch, rank, world_size)
     hook, runner = RandomStateHook(), FakeRunner()
     hook.after_load_checkpoint(runner, checkpoint)
     scramble()
     hook.before_train(runner)
+    return runner.messages[0], expected
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_each_rank_restores_its_own_states(monkeypatch, tmp_path, rank):
+    message, expected = resume_on_rank(monkeypatch, tmp_path, rank, 2)
+    assert not torch.equal(expected[0]['torch'], expected[1]['torch'])  # ranks differ
     assert_same_draws(draws(), expected[rank])
-    assert f'rank {rank} of the checkpoint' in runner.messages[0]
-    assert 'bit for bit' not in runner.messages[0]
+    assert f'rank {rank} of the checkpoint' in message
+    assert 'bit for bit' not in message
 
 
 @pytest.mark.parametrize('rank, saved_rank', [(0, 0), (1, 1), (2, 0)])
 def test_another_world_size_restores_rank_modulo_and_says_so(monkeypatch, tmp_path, rank,
                                                              saved_rank):
-    checkpoint, expected = two_rank_checkpoint(tmp_path)
-    fake_dist(monkeypatch, rank, 3)
-    hook, runner = RandomStateHook(), FakeRunner()
-    hook.after_load_checkpoint(runner, checkpoint)
-    scramble()
-    hook.before_train(runner)
+    message, expected = resume_on_rank(monkeypatch, tmp_path, rank, 3)
     assert_same_draws(draws(), expected[saved_rank])
-    message = runner.messages[0]
     assert f'rank {saved_rank} of the checkpoint' in message
     assert 'written by 2 processes, this run has 3' in message
     assert 'does not repeat the uninterrupted run bit for bit' in message
