@@ -117,8 +117,8 @@ class DualTokenViT(BaseModule):
       ``grid_size / reference`` (ceil-rounded): at 224 it is ``grid_size`` in every block;
     * at 224 with the default 7 nothing is interpolated. With another count X_ga is
       interpolated (bicubic) to G's grid for the weighted sum, G_new has that many tokens and
-      the broadcast attends to them, so MACs grow with the count (params stay equal, except
-      MixMLP's token-mixing layer, which is sized by the count);
+      the broadcast attends to them, so MACs grow with the count (params stay equal but for
+      the tokens themselves and MixMLP's token-mixing layer, which is sized by the count);
     * at other input sizes G is resized (bicubic, align_corners=False) to the scaled grid
       once and the resized tokens flow on (again where a stage's X_ds grid differs);
     * ``max_global_tokens`` caps X_ds and that grid (the largest grid of the same aspect
