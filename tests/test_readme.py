@@ -160,7 +160,7 @@ ANALYSIS = [
 
 def real_config(command: str) -> bool:
     """A command on a real (full-dataset) config, run unchanged: it must stop at once."""
-    return bool(re.search(r'configs/(?!tiny/)[\w-]+\.py', command)) and \
+    return bool(re.search(r'configs/(?!tiny/)[\w/-]+\.py', command)) and \
         not command.startswith('NNODES=')
 
 

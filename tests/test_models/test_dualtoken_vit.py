@@ -423,3 +423,83 @@ def test_misspelt_argument_names_the_intended_one():
     from mmengine.registry import MODELS
     with pytest.raises(TypeError, match="'drop_path' \\(did you mean 'drop_path_rate'\\?\\)"):
         MODELS.build(dict(type='DualTokenViT', drop_path=0.1))
+
+
+# ---------------------------------------------------------------- the global-token count
+def tokens_per_block(model, size) -> list:
+    """The (h, w) grid of G_new after every block, in order."""
+    seen = []
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.register_forward_hook(lambda m, i, o: seen.append(tuple(o[1].shape[1:3])))
+    with torch.no_grad():
+        model(torch.rand(1, 3, *size))
+    return seen
+
+
+@pytest.mark.parametrize('grid', [5, 7, 9, (4, 6)])
+def test_grid_size_is_the_token_count_of_every_block_at_224(grid):
+    expected = (grid, grid) if isinstance(grid, int) else grid
+    model = build(grid_size=grid).eval()
+    assert tokens_per_block(model, (224, 224)) == [expected] * sum(TINY_ARCH['depths'])
+
+
+def test_another_count_interpolates_x_ga_in_every_block_and_never_g_at_224():
+    model = build(grid_size=5).eval()
+    with torch.no_grad(), OpRecorder() as rec:
+        model(torch.rand(1, 3, 224, 224))
+    # X_ga (7x7) -> G's 5x5 grid once per block; G is born 5x5 and is never resized
+    assert rec.count('upsample_bicubic2d') == sum(TINY_ARCH['depths'])
+
+
+@pytest.mark.parametrize('grid, expected', [(7, (25, 42)), (9, (33, 54)), (5, (18, 30))])
+def test_at_another_size_g_is_resized_once_to_the_scaled_grid(grid, expected):
+    """800x1333: X_ds is 25x42 in every stage; G's grid is that scaled by grid / 7 (ceil)."""
+    model = build(grid_size=grid).eval()
+    assert tokens_per_block(model, (800, 1333)) == [expected] * sum(TINY_ARCH['depths'])
+    with torch.no_grad(), OpRecorder() as rec:
+        model(torch.rand(1, 3, 800, 1333))
+    x_ga_resizes = 0 if grid == 7 else sum(TINY_ARCH['depths'])
+    assert rec.count('upsample_bicubic2d') == 1 + x_ga_resizes
+
+
+def test_token_budget_caps_the_scaled_grid():
+    model = build(grid_size=9, max_global_tokens=100).eval()
+    grids = tokens_per_block(model, (800, 1333))
+    # X_ds is pooled to 7x12, scaled by 9/7 to 9x16 = 144 tokens, capped to 7x13
+    assert grids == [(7, 13)] * sum(TINY_ARCH['depths'])
+
+
+def test_macs_grow_with_the_token_count_and_params_do_not():
+    from mmdualtoken.utils import count_complexity
+    counts = {g: count_complexity(build(grid_size=g)) for g in (5, 7, 9)}
+    assert counts[5].macs < counts[7].macs < counts[9].macs
+    channels = TINY_ARCH['embed_dims'][0]
+    for g in (5, 9):  # only the token parameter itself differs
+        assert counts[g].params - counts[7].params == (g * g - 49) * channels
+
+
+def test_one_step_downsampling_reads_every_position_once():
+    from mmdualtoken.models.layers import TokenDownsample
+    for steps in (1, 2):
+        layer = TokenDownsample(8, steps, 'one_step').eval()
+        conv = layer.convs[0].conv
+        assert conv.kernel_size == conv.stride == (2**steps, 2**steps) and conv.padding == (0, 0)
+        x = torch.rand(1, 29, 30, 8, requires_grad=True)
+        out = layer(x)
+        assert out.shape[1:3] == TokenDownsample(8, steps).eval()(x).shape[1:3]  # ceil grid
+        out.sum().backward()
+        assert (x.grad != 0).all()  # no position skipped
+
+
+def test_normal_tokens_attend_to_x_ga_and_themselves():
+    """Figure 3(c): X and G fused by multi-head self-attention over both."""
+    model = build(global_tokens='normal').eval()
+    seen = []
+    module = model.stages[0].blocks[0].global_module
+    module.fuse.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, i[1].shape)))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 224, 224))
+    (queries, context), = seen
+    tokens = model.num_normal_tokens
+    assert queries[1] == tokens and context[1] == 49 + tokens

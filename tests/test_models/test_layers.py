@@ -41,3 +41,14 @@ def test_token_budget_keeps_aspect_and_fits():
     for h, w, budget in [(25, 42, 196), (1, 500, 10), (100, 3, 7), (7, 7, 49)]:
         gh, gw = fit_token_budget(h, w, budget)
         assert 1 <= gh * gw <= budget
+
+
+def test_bicubic_matrix_is_torchs_bicubic_resize():
+    """The export path of resize_token_grid (matrix products) equals F.interpolate."""
+    from mmdualtoken.models.layers.token_grid import bicubic_matrix
+    for size_in, size_out in [(7, 5), (7, 9), (7, 25), (42, 18), (1, 3), (3, 1)]:
+        x = torch.randn(2, 3, size_in, 4)
+        expected = F.interpolate(x, size=(size_out, 4), mode='bicubic', align_corners=False)
+        got = torch.einsum('ih,bchw->bciw', bicubic_matrix(size_in, size_out, x.dtype,
+                                                           x.device), x)
+        torch.testing.assert_close(got, expected)

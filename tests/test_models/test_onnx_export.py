@@ -9,7 +9,8 @@
   graph is exported at the deployment size 800x1333.
 
 Each graph is run at 224x224, at the odd size 233x377 and, with the detection configs'
-token budget (196 global tokens), at 800x1333.
+token budget (196 global tokens), at 800x1333; an ablation model (5x5 global tokens,
+one-step downsampling) also at 64x64.
 """
 import inspect
 
@@ -86,3 +87,18 @@ def test_dynamo_exporter_with_the_token_budget_at_the_detection_size(tmp_path):
     torch.onnx.export(model, (torch.rand(1, 3, 800, 1333), ), path, dynamo=True,
                       input_names=['image'], output_names=OUTPUTS)
     assert_runtime_matches(model, path, [(800, 1333)])
+
+
+def test_both_exporters_with_another_token_count_and_one_step_downsampling(tmp_path):
+    """5x5 global tokens: X_ga and G are shrunk by bicubic interpolation, which ONNX
+    Runtime's Resize cannot do on the token layout (the graph uses matrix products); the
+    one-step downsampling pads to its stride. 64x64 shrinks G itself (X_ds is 2x2)."""
+    torch.manual_seed(0)
+    model = DualTokenViT(arch=ARCH, grid_size=5, downsample='one_step').eval()
+    sizes = [(224, 224), (233, 377), (64, 64)]
+    path = str(tmp_path / 'torchscript.onnx')
+    export_torchscript(model, path, torch.rand(1, 3, 224, 224))
+    assert_runtime_matches(model, path, sizes)
+    path = str(tmp_path / 'dynamo.onnx')
+    export_dynamo(model, path, torch.rand(1, 3, 96, 128))
+    assert_runtime_matches(model, path, sizes)

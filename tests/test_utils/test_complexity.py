@@ -49,21 +49,32 @@ def test_ablation_directions_of_the_paper():
     assert mix.params > one_step.params and mix.macs > one_step.macs
 
 
-def test_complexity_tool_renders_a_table(tmp_path):
-    import importlib.util
+def test_complexity_tool_renders_the_tables_with_delta_ratios():
+    import glob
     import os.path as osp
-    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis', 'complexity.py')
-    spec = importlib.util.spec_from_file_location('complexity_tool', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+
+    from helpers import REPO_ROOT, load_tool
+    tool = load_tool('analysis/complexity.py')
     row = tool.measure(dict(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1],
                                       num_heads=[1, 2, 4])))
     assert row['macs_det_budget'] < row['macs_det']
     assert row['factor'] > row['factor_budget']
-    text = tool.render({'small': row, 'tiny': row, 'small-mix': row, 'tiny-mix': row,
-                        'small, global tokens: normal': row,
-                        'small-mix, downsample: one-step': row})
-    assert '| small | ' in text and '## Checks against the paper' in text
+    # the ablation rows are exactly the configs of configs/ablations/
+    rows = tool.ablation_rows()
+    on_disk = glob.glob(osp.join(REPO_ROOT, 'configs', 'ablations', '*.py'))
+    assert sorted(rows) == sorted(osp.basename(p)[:-3] for p in on_disk)
+    assert rows['dualtoken_s_grid9_in1k']['grid_size'] == 9
+    archs = {arch: row for arch in tool.ARCHS}
+    ablations = {name: dict(row) for name in rows}
+    # normal tokens: 2.2 M more params and 0.03 G fewer MACs than position-aware
+    normal = ablations['dualtoken_s_normal-tokens_in1k']
+    normal['params'] += 2.2
+    normal['macs'] -= 0.03
+    text = tool.render(archs, ablations)
+    assert '| `dualtoken_s_grid5_in1k` | ' in text and '## Checks against the paper' in text
+    assert '| -2.20 M | -1.10 M | 2.00 | +0.030 G | +0.060 G | 0.50 |' in text
+    assert '- [x] Table 6 (S), position-aware' in text
+    assert '- [ ] Table 9 (S (mix)), step-wise vs one-step' in text  # equal rows: no direction
 
 
 def test_fused_inference_kernels_are_counted_like_the_plain_modules():

@@ -108,10 +108,24 @@ class DualTokenViT(BaseModule):
     convolutional local branch with position-aware global tokens that are carried from block
     to block through all stages (see :class:`DualTokenBlock`).
 
-    The global tokens are a learnt ``grid_size`` grid (7x7, the paper's best). Per stage the
-    Position-aware Token Module downsamples M = (2, 1, 0) times, so at 224x224 every X_ds is
-    7x7 and nothing is interpolated; at other sizes the tokens are resized (bicubic) to
-    X_ds's grid and flow on. A checkpoint with another grid is resized at load time.
+    The global tokens: ``grid_size`` is the number of position-aware global tokens every
+    block carries and broadcasts (7x7, the paper's best; the paper finds other counts worse
+    because of "the interpolation method" and keeps 7x7 to bound the complexity). Per stage
+    the Position-aware Token Module downsamples M = (2, 1, 0) times, so at 224x224 every X_ds
+    is 7x7. The rule (ARCHITECTURE.md, revised; the ``reference`` below is X_ds's grid at
+    224, 7x7 with the default steps):
+
+    * the grid the global branch works on at a block is X_ds's grid scaled by
+      ``grid_size / reference`` (ceil-rounded): at 224 it is ``grid_size`` in every block;
+    * at 224 with the default 7 nothing is interpolated. With another count X_ga is
+      interpolated (bicubic) to G's grid for the weighted sum, G_new has that many tokens and
+      the broadcast attends to them, so MACs grow with the count (params stay equal but for
+      the tokens themselves and MixMLP's token-mixing layer, which is sized by the count);
+    * at other input sizes G is resized (bicubic, align_corners=False) to the scaled grid
+      once and the resized tokens flow on (again where a stage's X_ds grid differs);
+    * ``max_global_tokens`` caps X_ds and that grid (the largest grid of the same aspect
+      ratio within the budget);
+    * a checkpoint whose grid differs from ``grid_size`` is resized (bicubic) at load time.
 
     Args:
         arch (str | dict): A name in :attr:`arch_zoo` (``'tiny'``/``'t'``, ``'small'``/``'s'``,
@@ -119,10 +133,12 @@ class DualTokenViT(BaseModule):
             ``num_heads`` (3 entries each) and optionally ``mlp_ratio``, ``token_mlp``.
             Defaults to 'small'.
         in_channels (int): Image channels. Defaults to 3.
-        grid_size (int | tuple): Global-token grid. Defaults to 7.
+        grid_size (int | tuple): Number of global tokens (rows, columns) at 224, see
+            above. Defaults to 7.
         max_global_tokens (int, optional): Token budget: where X_ds would hold more tokens
-            (high resolution), it is average-pooled to the largest grid that fits and the
-            global tokens follow. None keeps the paper's behaviour. Defaults to None.
+            (high resolution), it is average-pooled to the largest grid that fits, and the
+            global tokens' grid is capped the same way. None keeps the paper's behaviour.
+            Defaults to None.
         local_branch (str): ``'conv'`` or ``'window'`` (ablation). Defaults to 'conv'.
         global_tokens (str): ``'position_aware'``, ``'normal'`` or ``'none'`` (ablations).
             Defaults to 'position_aware'.
@@ -254,6 +270,8 @@ class DualTokenViT(BaseModule):
         if self.global_tokens is not None:
             trunc_normal_(self.global_tokens, std=.02)
 
+        # X_ds's grid at 224 in each stage: the scale of the global-token grid (see above)
+        reference_grids = self._token_grids(224, 224)
         total_depth = sum(self.depths)
         rates = [r.item() for r in torch.linspace(0, drop_path_rate, total_depth)]
         self.stages = nn.ModuleList()
@@ -263,7 +281,8 @@ class DualTokenViT(BaseModule):
                     self.embed_dims[i], self.num_heads[i], downsample_steps[i],
                     mlp_ratio=mlp_ratio, local_branch=local_branch,
                     global_tokens=global_tokens, downsample=downsample, token_mlp=token_mlp,
-                    grid_size=self.grid_size, max_global_tokens=max_global_tokens,
+                    grid_size=self.grid_size, reference_grid=reference_grids[i],
+                    max_global_tokens=max_global_tokens,
                     drop_path=rates[sum(self.depths[:i]) + j], norm_cfg=norm_cfg,
                     conv_norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
                 for j in range(self.depths[i])

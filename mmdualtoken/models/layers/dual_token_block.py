@@ -31,7 +31,9 @@ class DualTokenBlock(nn.Module):
             (ablations). Defaults to 'position_aware'.
         downsample (str): ``'step_wise'`` or ``'one_step'``. Defaults to 'step_wise'.
         token_mlp (str): ``'mlp'`` or ``'mix'``. Defaults to 'mlp'.
-        grid_size (tuple): Canonical global-token grid. Defaults to (7, 7).
+        grid_size (tuple): Global-token grid at 224. Defaults to (7, 7).
+        reference_grid (tuple, optional): X_ds's grid at 224; None: ``grid_size``.
+            Defaults to None.
         max_global_tokens (int, optional): Token budget. Defaults to None.
         drop_path (float): Drop-path rate. Defaults to 0.
         norm_cfg, conv_norm_cfg, act_cfg (dict): Layer configs.
@@ -41,6 +43,7 @@ class DualTokenBlock(nn.Module):
                  mlp_ratio: float = 4., local_branch: str = 'conv',
                  global_tokens: str = 'position_aware', downsample: str = 'step_wise',
                  token_mlp: str = 'mlp', grid_size: tuple = (7, 7),
+                 reference_grid: Optional[tuple] = None,
                  max_global_tokens: Optional[int] = None, drop_path: float = 0.,
                  norm_cfg: dict = dict(type='LN'), conv_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU')):
@@ -56,7 +59,7 @@ class DualTokenBlock(nn.Module):
                 channels, num_heads, downsample_steps, downsample=downsample,
                 fusion='weighted_sum' if global_tokens == 'position_aware' else 'attention',
                 token_mlp=token_mlp, mlp_ratio=mlp_ratio, grid_size=grid_size,
-                max_global_tokens=max_global_tokens, drop_path=drop_path,
+                reference_grid=reference_grid, max_global_tokens=max_global_tokens, drop_path=drop_path,
                 norm_cfg=norm_cfg, conv_norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
         self.ffn_norm = build_norm_layer(norm_cfg, channels)[1]
         self.ffn = Mlp(channels, mlp_ratio, act_cfg)

@@ -45,16 +45,44 @@ def _fit_token_budget(size: torch.Tensor, max_tokens: int) -> tuple:
     return torch.where(rows_larger, larger, gh), torch.where(rows_larger, gw, larger)
 
 
+def budget_grid(h, w, max_tokens: Optional[int]) -> tuple:
+    """(h, w), or the largest grid of its aspect ratio within ``max_tokens`` when it holds more.
+
+    Branch-free while exporting (:func:`sizes_are_concrete` is False): the budget grid is
+    computed and clipped to (h, w), which leaves a grid within the budget unchanged.
+    TorchScript tracing records the sizes as tensors, so the grid is computed in the graph;
+    torch.export with symbolic sizes cannot express it (the float square root) and is used at
+    a fixed size.
+    """
+    if max_tokens is None:
+        return h, w
+    if sizes_are_concrete():
+        return (h, w) if h * w <= max_tokens else fit_token_budget(h, w, max_tokens)
+    gh, gw = fit_token_budget(h, w, max_tokens)
+    if isinstance(gh, torch.Tensor):
+        return torch.minimum(gh, h), torch.minimum(gw, w)
+    return min(gh, h), min(gw, w)
+
+
 class TokenDownsample(nn.Module):
     """Step 1 of the module: downsample X_local to the global-token grid (paper).
 
     Paper: "local information is extracted by convolution and downsampled twice, and the
-    process is repeated M times". Our choices (ARCHITECTURE.md): each step is a dense 3x3
-    conv, stride 2, padding 1, then BN, so any size works (ceil division). ``'one_step'`` (the
-    paper's ablation) is a single 3x3 conv with stride 2**M from the stage map straight to
-    the grid. With ``max_global_tokens`` set, a map that still holds more tokens is
-    average-pooled to the largest grid of the same aspect ratio that fits (the token budget
-    for dense inputs; off by default).
+    process is repeated M times"; one-step downsampling (its Table 9 ablation) retains less
+    information and costs 0.03 G FLOPs and 0.1 M params less on S (mix). Our choices
+    (ARCHITECTURE.md): each step is a dense 3x3 conv, stride 2, padding 1, then BN, so any
+    size works (ceil division). ``'one_step'`` is a single dense conv with kernel = stride =
+    2**M, then BN: it reads every input position exactly once and goes straight to the same
+    grid (the map is zero-padded at the bottom/right to a multiple of the stride, so the grid
+    is ceil(H / 2**M) as with the steps). We prefer it to pooling then a conv, which would
+    average positions away before any learnt weight sees them (a weaker baseline than one
+    strided conv), and to a 3x3 kernel at stride 4, which never reads 7 of every 16
+    positions. It costs less than the steps (S (mix): -0.027 G MACs, -0.39 M params; the
+    paper: -0.03 G, -0.1 M): at M = 1 the 2x2 kernel has 4/9 of the 3x3's weights, which is
+    where most of our larger params delta comes from; the paper does not give its kernels.
+    With ``max_global_tokens`` set, a map that still holds more tokens is average-pooled to
+    the largest grid of the same aspect ratio that fits (the token budget for dense inputs;
+    off by default).
 
     Args:
         channels (int): Token width C.
@@ -68,39 +96,37 @@ class TokenDownsample(nn.Module):
                  max_global_tokens: Optional[int] = None, conv_norm_cfg: dict = dict(type='BN')):
         super().__init__()
         self.max_global_tokens = max_global_tokens
+        self.stride = 2**steps
 
-        def conv(stride):
-            return ConvNormAct(channels, channels, 3, stride=stride, padding=1,
+        def conv(kernel, stride, padding):
+            return ConvNormAct(channels, channels, kernel, stride=stride, padding=padding,
                                norm_cfg=conv_norm_cfg, act_cfg=None)
 
+        self.pad_to_stride = steps > 0 and mode == 'one_step'
         if steps == 0:
             self.convs = nn.Sequential()
         elif mode == 'step_wise':
-            self.convs = nn.Sequential(*[conv(2) for _ in range(steps)])
+            self.convs = nn.Sequential(*[conv(3, 2, 1) for _ in range(steps)])
         else:
-            self.convs = nn.Sequential(conv(2**steps))
+            self.convs = nn.Sequential(conv(self.stride, self.stride, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, h, w, C)."""
         if len(self.convs):
-            x = self.convs(tokens_to_nchw(x)).permute(0, 2, 3, 1)
+            nchw = tokens_to_nchw(x)
+            if self.pad_to_stride:
+                H, W = x.shape[1:3]
+                pad_h, pad_w = (-H) % self.stride, (-W) % self.stride
+                if not sizes_are_concrete() or pad_h or pad_w:
+                    nchw = F.pad(nchw, (0, pad_w, 0, pad_h))
+            x = self.convs(nchw).permute(0, 2, 3, 1)
         if self.max_global_tokens is None:
             return x
         h, w = x.shape[1:3]
-        if sizes_are_concrete():
-            if h * w <= self.max_global_tokens:
-                return x
-            return average_pool_token_grid(x, fit_token_budget(h, w, self.max_global_tokens))
-        # while exporting: no branch on the size; a map within the budget is pooled to its
-        # own size, which leaves it unchanged. TorchScript tracing records the sizes as
-        # tensors, so the grid is computed in the graph; torch.export with symbolic sizes
-        # cannot express it (the float square root) and is used at a fixed size.
-        gh, gw = fit_token_budget(h, w, self.max_global_tokens)
-        if isinstance(gh, torch.Tensor):
-            gh, gw = torch.minimum(gh, h), torch.minimum(gw, w)
-        else:
-            gh, gw = min(gh, h), min(gw, w)
-        return average_pool_token_grid(x, (gh, gw))
+        grid = budget_grid(h, w, self.max_global_tokens)
+        if sizes_are_concrete() and grid == (h, w):
+            return x
+        return average_pool_token_grid(x, grid)
 
 
 class GlobalTokenModule(nn.Module):
@@ -112,14 +138,27 @@ class GlobalTokenModule(nn.Module):
        G_new = G' + MLP(LN(G'))      (or MixMLP)
     4. X_glob = Proj(Attn(q=LN(X_local), k=v=LN(G_new)))  global broadcast
 
-    Paper: position-aware global tokens G have as many tokens as X_ga and are fused by
-    weighted summation. Our choices: a and b are learnable per channel, initialised to 1;
-    when G's grid differs from X_ds's (other input sizes), G is resized to it (bicubic) and
-    the resized tokens flow on; keys/values get their own LayerNorm.
+    Paper: position-aware global tokens G are fused with X_ga by weighted summation; the
+    paper sets them to 7x7 "to prevent the complexity of the model from being too large" and
+    finds other counts worse because of "the interpolation method". Our reading
+    (ARCHITECTURE.md, revised): G works on X_ds's grid scaled by ``grid_size /
+    reference_grid`` (``reference_grid`` is X_ds's grid at 224, 7x7 in every stage by
+    default), ceil-rounded and capped by the token budget. At 224 with the default nothing
+    is interpolated. With another ``grid_size`` X_ga is interpolated (bicubic) to G's grid for
+    the weighted sum, and G_new and the broadcast have that many tokens, so the count
+    changes the cost. G arriving on another grid (the parameter, at another input size, or a
+    stage whose X_ds differs) is resized to it (bicubic) once and the resized tokens flow
+    on. a and b are learnable per channel, initialised to 1; keys/values get their own
+    LayerNorm (our choices).
 
-    ``fusion='attention'`` is the paper's "normal" global tokens (ablation, LightViT style):
-    a small set of tokens with no grid, fused as G' = G + Attn(q=LN(G), k=v=LN(X_ga)), which
-    costs more projection weights than the weighted sum.
+    ``fusion='attention'`` is the paper's "normal" global tokens (Figure 3(c): "fuse X and G
+    via multi-head self-attention and broadcast"), LightViT style: a small set of tokens with
+    no grid, fused by multi-head self-attention over the union of X_ga and G, of which G's
+    outputs are kept: G' = G + Attn(q=LN(G), k=v=LN([X_ga; G])) (X_ga's outputs would be
+    unused, so they are not computed). It costs an attention's projection weights where the
+    weighted sum has 2C. Measured on S, position-aware vs normal is -1.5 M params (paper
+    -1.1 M) and about +0.13 G MACs (paper +0.06 G): the MACs gap comes from the token count
+    (LightViT's 8 normal tokens against 49), which the paper does not give; we do not tune it.
 
     Args:
         channels (int): Token width C.
@@ -129,8 +168,9 @@ class GlobalTokenModule(nn.Module):
         fusion (str): ``'weighted_sum'`` or ``'attention'``.
         token_mlp (str): ``'mlp'`` or ``'mix'``.
         mlp_ratio (float): Token MLP ratio.
-        grid_size (tuple): Canonical grid of the global tokens (MixMLP mixes there).
-        max_global_tokens (int, optional): Token budget of the downsampling.
+        grid_size (tuple): Global-token grid at 224 (MixMLP mixes there).
+        reference_grid (tuple): X_ds's grid at 224. Defaults to ``grid_size``.
+        max_global_tokens (int, optional): Token budget of X_ds and of G's grid.
         drop_path (float): Drop-path rate of the module's residual branches.
         norm_cfg, conv_norm_cfg, act_cfg (dict): Layer configs.
     """
@@ -138,11 +178,15 @@ class GlobalTokenModule(nn.Module):
     def __init__(self, channels: int, num_heads: int, downsample_steps: int,
                  downsample: str = 'step_wise', fusion: str = 'weighted_sum',
                  token_mlp: str = 'mlp', mlp_ratio: float = 4., grid_size: tuple = (7, 7),
+                 reference_grid: Optional[tuple] = None,
                  max_global_tokens: Optional[int] = None, drop_path: float = 0.,
                  norm_cfg: dict = dict(type='LN'), conv_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU')):
         super().__init__()
         self.fusion = fusion
+        self.grid_size = tuple(grid_size)
+        self.reference_grid = tuple(reference_grid) if reference_grid else self.grid_size
+        self.max_global_tokens = max_global_tokens
         self.downsample = TokenDownsample(channels, downsample_steps, downsample,
                                           max_global_tokens, conv_norm_cfg)
         self.aggregate_norm = build_norm_layer(norm_cfg, channels)[1]
@@ -151,8 +195,7 @@ class GlobalTokenModule(nn.Module):
             self.weight_aggregated = nn.Parameter(torch.ones(channels))
             self.weight_tokens = nn.Parameter(torch.ones(channels))
         else:
-            self.fuse_norm_tokens = build_norm_layer(norm_cfg, channels)[1]
-            self.fuse_norm_image = build_norm_layer(norm_cfg, channels)[1]
+            self.fuse_norm = build_norm_layer(norm_cfg, channels)[1]
             self.fuse = MultiheadCrossAttention(channels, num_heads)
         mlp_cls = MixMlp if token_mlp == 'mix' else TokenMlp
         self.token_mlp = mlp_cls(channels, mlp_ratio, norm_cfg=norm_cfg, act_cfg=act_cfg,
@@ -162,11 +205,21 @@ class GlobalTokenModule(nn.Module):
         self.broadcast = MultiheadCrossAttention(channels, num_heads)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
+    def token_grid(self, h, w) -> tuple:
+        """The grid of the position-aware tokens for an X_ds of h x w (ints, or sizes that
+        are symbolic while exporting): X_ds's grid scaled by grid_size / reference_grid,
+        ceil-rounded, within the token budget."""
+        if self.grid_size == self.reference_grid:  # fixed at construction, not a size branch
+            return h, w  # X_ds is within the budget already
+        (gh, gw), (rh, rw) = self.grid_size, self.reference_grid
+        return budget_grid((h * gh + rh - 1) // rh, (w * gw + rw - 1) // rw,
+                           self.max_global_tokens)
+
     def forward(self, x_local: torch.Tensor, tokens: torch.Tensor) -> tuple:
         """x_local: (B, H, W, C); tokens G: (B or 1, gh, gw, C).
 
         Returns:
-            tuple: X_glob (B, H, W, C), the broadcast branch, and G_new (B, h, w, C).
+            tuple: X_glob (B, H, W, C), the broadcast branch, and G_new (B, gh', gw', C).
         """
         B, H, W, C = x_local.shape
         x_ds = self.downsample(x_local)
@@ -174,13 +227,15 @@ class GlobalTokenModule(nn.Module):
         seq = x_ds.reshape(B, h * w, C)
         x_ga = seq + self.drop_path(self.aggregate(self.aggregate_norm(seq)))
         if self.fusion == 'weighted_sum':
-            tokens = resize_token_grid(tokens, (h, w))
-            fused = x_ga.view(B, h, w, C) * self.weight_aggregated + tokens * self.weight_tokens
+            grid = self.token_grid(h, w)
+            tokens = resize_token_grid(tokens, grid)
+            x_ga = resize_token_grid(x_ga.view(B, h, w, C), grid)
+            fused = x_ga * self.weight_aggregated + tokens * self.weight_tokens
         else:
             grid = tokens.shape[1:3]
-            queries = self.fuse_norm_tokens(tokens).reshape(-1, grid[0] * grid[1], C)
-            queries = queries.expand(B, -1, -1)
-            update = self.fuse(queries, self.fuse_norm_image(x_ga)).view(B, *grid, C)
+            queries = self.fuse_norm(tokens).reshape(-1, grid[0] * grid[1], C)
+            context = torch.cat([self.fuse_norm(x_ga), queries.expand(B, -1, -1)], dim=1)
+            update = self.fuse(queries.expand(B, -1, -1), context).view(B, *grid, C)
             fused = tokens + self.drop_path(update)
         new_tokens = fused + self.drop_path(self.token_mlp(fused))
         gh, gw = new_tokens.shape[1:3]

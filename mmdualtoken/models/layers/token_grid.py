@@ -35,11 +35,41 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
     interpolated at the model's native resolution.
     """
     h, w = size[0], size[1]  # may be symbolic while exporting: no int()
-    if sizes_are_concrete() and tokens.shape[1] == h and tokens.shape[2] == w:
-        return tokens
+    if sizes_are_concrete():
+        if tokens.shape[1] == h and tokens.shape[2] == w:
+            return tokens
+    elif mode == 'bicubic':
+        # exporting: ONNX Runtime cannot run a bicubic Resize that shrinks a (B, h, w, C)
+        # map (its layout optimiser moves the resize onto the token layout, where cubic mode
+        # only enlarges), so the same separable interpolation is two matrix products
+        rows = bicubic_matrix(tokens.shape[1], h, tokens.dtype, tokens.device)
+        cols = bicubic_matrix(tokens.shape[2], w, tokens.dtype, tokens.device)
+        return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
     nchw = tokens_to_nchw(tokens)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)
     return out.permute(0, 2, 3, 1)
+
+
+def bicubic_matrix(size_in, size_out, dtype: torch.dtype, device: torch.device,
+                   a: float = -0.75) -> torch.Tensor:
+    """(size_out, size_in) matrix of ``F.interpolate(mode='bicubic', align_corners=False)``
+    along one axis: output i reads source position (i + 0.5) * size_in / size_out - 0.5
+    through the cubic convolution kernel (a = -0.75, torch's) at its four neighbours, which
+    are clamped to the border. Sizes may be ints or the size tensors of an export."""
+    source = (torch.arange(size_out, device=device).to(torch.float32) + 0.5) * (
+        size_in / size_out) - 0.5
+    floor = torch.floor(source)
+    t = (source - floor)[:, None]
+    offsets = torch.tensor([1., 0., -1., -2.], device=device)  # distance to each neighbour
+    x = (t + offsets).abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    weights = torch.where(x <= 1, near, far)  # (size_out, 4)
+    index = floor.long()[:, None] + torch.arange(-1, 3, device=device)
+    upper = size_in - 1
+    index = torch.where(index > upper, upper, index.clamp(min=0))
+    hits = index[:, :, None] == torch.arange(size_in, device=device)
+    return (weights[:, :, None] * hits.to(torch.float32)).sum(1).to(dtype)
 
 
 def average_pool_matrix(size_in, size_out, dtype: torch.dtype,

@@ -1,0 +1,6 @@
+# Paper Table 7, 5x5 position-aware global tokens (X_ga is interpolated to them in every
+# block) instead of 7x7.
+#   tools/dist_train.sh configs/ablations/dualtoken_s_grid5_in1k.py 8
+_base_ = '../dualtoken_s_in1k.py'
+
+model = dict(backbone=dict(grid_size=5))
