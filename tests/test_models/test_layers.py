@@ -52,3 +52,16 @@ def test_bicubic_matrix_is_torchs_bicubic_resize():
         got = torch.einsum('ih,bchw->bciw', bicubic_matrix(size_in, size_out, x.dtype,
                                                            x.device), x)
         torch.testing.assert_close(got, expected)
+
+
+def test_token_budget_int_and_traced_forms_agree():
+    """The int form (eager, torch.export) and the tensor form (TorchScript tracing) of the
+    budget rule give the same grid."""
+    import random
+
+    from mmdualtoken.models.layers.global_token_module import _fit_token_budget
+    rng = random.Random(0)
+    for _ in range(3000):
+        h, w, budget = rng.randint(1, 400), rng.randint(1, 400), rng.randint(1, 400)
+        gh, gw = _fit_token_budget(torch.tensor([h, w]), budget)
+        assert fit_token_budget(h, w, budget) == (int(gh), int(gw)), (h, w, budget)

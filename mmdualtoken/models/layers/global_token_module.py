@@ -1,5 +1,6 @@
 """The paper's Position-aware Token Module, and the "normal" global tokens it replaces."""
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -31,8 +32,12 @@ def fit_token_budget(h, w, max_tokens: int) -> tuple:
 
 @functools.lru_cache(maxsize=1024)
 def _fit_token_budget_ints(h: int, w: int, max_tokens: int) -> tuple:
-    gh, gw = _fit_token_budget(torch.tensor([h, w]), max_tokens)
-    return int(gh), int(gw)
+    """The same rule in Python floats (IEEE double, as the tensor form's float64): no torch
+    op, so torch.export at a fixed size records nothing here."""
+    scale = math.sqrt(max_tokens / (h * w))
+    gh, gw = max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+    larger = min(max(gh, gw), max_tokens // min(gh, gw))
+    return (larger, gw) if gh >= gw else (gh, larger)
 
 
 def _fit_token_budget(size: torch.Tensor, max_tokens: int) -> tuple:
