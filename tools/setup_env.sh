@@ -42,6 +42,7 @@ if [[ -f "$STAMP" ]]; then
   exit 0
 fi
 
+SECONDS=0
 step "checking the machine"
 PY="${PYTHON:-}"
 if [[ -z "$PY" ]]; then
@@ -122,4 +123,4 @@ for m in (torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualto
 PY
 rm -f "$VENV"/.mmdualtoken-setup-*
 touch "$STAMP"
-echo "[setup] done: activate with 'source .venv/bin/activate'"
+echo "[setup] done in $((SECONDS / 60)) min $((SECONDS % 60)) s: activate with 'source .venv/bin/activate'"
