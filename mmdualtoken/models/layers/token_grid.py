@@ -42,12 +42,19 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
         # exporting: ONNX Runtime cannot run a bicubic Resize that shrinks a (B, h, w, C)
         # map (its layout optimiser moves the resize onto the token layout, where cubic mode
         # only enlarges), so the same separable interpolation is two matrix products
-        rows = bicubic_matrix(tokens.shape[1], h, tokens.dtype, tokens.device)
-        cols = bicubic_matrix(tokens.shape[2], w, tokens.dtype, tokens.device)
-        return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
+        return apply_per_axis(tokens, (h, w), bicubic_matrix)
     nchw = tokens_to_nchw(tokens)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)
     return out.permute(0, 2, 3, 1)
+
+
+def apply_per_axis(tokens: torch.Tensor, size: Sequence, axis_matrix) -> torch.Tensor:
+    """(B, h, w, C) -> (B, size[0], size[1], C) by a separable map: ``axis_matrix(n, m,
+    dtype, device)`` gives the (m, n) matrix of one axis (the exporters' form of a resize or
+    pooling whose output size is computed in the graph)."""
+    rows = axis_matrix(tokens.shape[1], size[0], tokens.dtype, tokens.device)
+    cols = axis_matrix(tokens.shape[2], size[1], tokens.dtype, tokens.device)
+    return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
 
 
 def bicubic_matrix(size_in, size_out, dtype: torch.dtype, device: torch.device,
@@ -95,6 +102,4 @@ def average_pool_token_grid(tokens: torch.Tensor, size: Sequence) -> torch.Tenso
     if sizes_are_concrete():
         pooled = F.adaptive_avg_pool2d(tokens_to_nchw(tokens), (int(size[0]), int(size[1])))
         return pooled.permute(0, 2, 3, 1)
-    rows = average_pool_matrix(tokens.shape[1], size[0], tokens.dtype, tokens.device)
-    cols = average_pool_matrix(tokens.shape[2], size[1], tokens.dtype, tokens.device)
-    return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
+    return apply_per_axis(tokens, size, average_pool_matrix)
