@@ -7,11 +7,10 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
+    './_base_/reliability.py',
 ]
-custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
-
-# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
-custom_hooks = [dict(type='RandomStateHook')]
+# custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./_base_/reliability.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 crop_size = (512, 512)
 # SyncBN, as OpenMMLab's multi-GPU segmentation configs use (4 images per GPU are too few
@@ -41,7 +40,31 @@ model = dict(
         norm_cfg=norm_cfg),
     test_cfg=dict(mode='whole'))
 
-train_dataloader = dict(batch_size=4)  # x 4 processes = 16
+# mmseg's ADE20K pipelines with the checks of mmdualtoken.datasets.transforms: a missing,
+# truncated or undecodable training image, or a label map that does not fit its image (size,
+# values out of range), stops the run with one line naming the file. The test pipeline keeps
+# mmcv's loader, which the inferencers look up by name.
+train_pipeline = [
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=150),
+    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=150),
+    dict(type='PackSegInputs')
+]
+# x 4 processes = 16
+train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
 # the lr above is for a total batch of 16 (4 processes x 4 images); --auto-scale-lr rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 

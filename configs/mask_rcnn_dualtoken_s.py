@@ -6,11 +6,10 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     './_base_/schedules/det_adamw_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/reliability.py',
 ]
-custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
-
-# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
-custom_hooks = [dict(type='RandomStateHook')]
+# custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./_base_/reliability.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
     backbone=dict(
@@ -32,3 +31,17 @@ model = dict(
         in_channels=[56, 112, 224],
         out_channels=256,
         num_outs=5))
+
+# mmdet's COCO training pipeline, images loaded by LoadCheckedImageFromFile
+# (mmdualtoken.datasets.transforms): a missing, truncated or undecodable image stops the run
+# with one line naming the file (mmcv's loader does not say which problem, and with OpenCV 4
+# decodes a truncated JPEG silently, grey below the cut). The test pipeline keeps mmcv's
+# loader, which the inferencers look up by name.
+train_pipeline = [
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -6,11 +6,10 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/reliability.py',
 ]
-custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
-
-# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
-custom_hooks = [dict(type='RandomStateHook')]
+# custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./_base_/reliability.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN where it cannot run: see fpn_dualtoken_s_ade20k.py
@@ -37,7 +36,31 @@ model = dict(
         norm_cfg=norm_cfg),
     test_cfg=dict(mode='whole'))
 
-train_dataloader = dict(batch_size=2)  # x 8 processes = 16
+# mmseg's ADE20K pipelines with the checks of mmdualtoken.datasets.transforms: a missing,
+# truncated or undecodable training image, or a label map that does not fit its image (size,
+# values out of range), stops the run with one line naming the file. The test pipeline keeps
+# mmcv's loader, which the inferencers look up by name.
+train_pipeline = [
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=150),
+    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckSegMap', num_classes=150),
+    dict(type='PackSegInputs')
+]
+# x 8 processes = 16
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
 # the lr above is for a total batch of 16 (8 processes x 2 images); --auto-scale-lr rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 

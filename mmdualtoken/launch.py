@@ -4,6 +4,7 @@ The framework is the config's
 ``default_scope``; the arguments mean what they mean in each framework's own tools.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 
@@ -51,6 +52,10 @@ def add_common_args(parser: argparse.ArgumentParser):
                         help='override config entries, e.g. train_cfg.max_iters=20')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (pytorch for torchrun)')
+    parser.add_argument('--dist-timeout', type=float, metavar='SECONDS',
+                        help='distributed runs: how long a rank waits in a collective for '
+                        'the others before it fails with an error (env_cfg.dist_cfg.timeout; '
+                        "torch's default: 1800)")
     # torchrun passes --local-rank (older launchers --local_rank)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -70,6 +75,11 @@ def load_config(args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.dist_timeout is not None:
+        if args.dist_timeout <= 0:
+            raise BadConfigError(f'--dist-timeout must be a positive number of seconds, got '
+                                 f'{args.dist_timeout:g}')
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['timeout'] = args.dist_timeout
     return cfg
 
 
@@ -207,16 +217,48 @@ def train_main(argv=None):
         cfg.auto_scale_lr.enable = True
 
     if args.resume == 'auto':
+        check_resume_pointer(cfg.work_dir)
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        if '://' not in args.resume and not osp.isfile(args.resume):
+            raise MissingFileError(f'--resume: checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
 
-    check_dataset_paths(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
+    splits = ['train', 'val'] if cfg.get('val_cfg') else ['train']
+    check_dataset_paths(cfg, splits)
+    from .datasets.checks import check_datasets  # imports launch: not at module level
+    check_datasets(cfg, splits)
     runner = build_runner(cfg)
-    runner.train()
+    with distributed_timeout_as_fault(cfg):
+        runner.train()
     return runner
+
+
+def check_resume_pointer(work_dir: str) -> None:
+    """--resume without a checkpoint: ``last_checkpoint`` must name a checkpoint that exists.
+
+    The configs' AtomicCheckpointHook never leaves it naming anything else; a checkpoint
+    removed by hand, or a work dir written by another tool, can. We stop with the list of
+    the checkpoints that are there rather than pick one: the newest file on disk is not
+    necessarily the run the user means to continue. No ``last_checkpoint`` at all starts
+    from scratch, as in mmengine.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return
+    with open(pointer) as f:
+        named = f.read().strip()
+    if named and ('://' in named or osp.isfile(named)):
+        return
+    found = sorted(name for name in os.listdir(work_dir) if name.endswith('.pth'))
+    choice = (f'resume from one of them explicitly (--resume {osp.join(work_dir, found[-1])}) '
+              f'or delete {pointer} to start over' if found else
+              f'delete {pointer} to start over')
+    raise MissingFileError(
+        f'--resume: {pointer} names {named or "nothing"!r}, which does not exist; '
+        f'checkpoints in {work_dir}: {", ".join(found) or "none"}; {choice}')
 
 
 def parse_test_args(argv=None):
@@ -257,19 +299,78 @@ def test_main(argv=None):
     args = parse_test_args(argv)
     cfg = load_config(args)
     check_dataset_paths(cfg, ['test'])
+    from .datasets.checks import check_datasets
+    check_datasets(cfg, ['test'])
     if not osp.isfile(args.checkpoint):
         raise MissingFileError(f'Checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_show_dir(cfg, args.show_dir)
     runner = build_runner(cfg)
-    return runner.test()
+    with distributed_timeout_as_fault(cfg):
+        return runner.test()
+
+
+def _is_timeout(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is torch.distributed's collective timeout."""
+    # DistBackendError/DistError (feature-tested: newer torch) or, from gloo, a plain
+    # RuntimeError ("[.../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting
+    # 10000ms for recv operation to complete" on torch 2.14); not any RuntimeError that
+    # says "timeout" (a DataLoader's, for one)
+    dist_errors = tuple(getattr(torch.distributed, name) for name in
+                        ('DistBackendError', 'DistError') if hasattr(torch.distributed, name))
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        message = str(error).lower()
+        timed_out = 'timed out' in message or 'timeout' in message
+        if timed_out and (isinstance(error, dist_errors) or (
+                isinstance(error, RuntimeError)
+                and any(word in message for word in ('gloo', 'nccl', 'collective')))):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def distributed_timeout_as_fault(cfg: Config):
+    """Turn a distributed collective's timeout into one clear DistributedTimeoutError.
+
+    A rank that dies is noticed by torchrun, which ends the others; a rank that hangs or is
+    stopped is not, and the others wait in their next collective until the process-group
+    timeout (env_cfg.dist_cfg.timeout, --dist-timeout; torch's default 30 min) runs out.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and _is_timeout(error)):
+            raise
+        from .engine.errors import DistributedTimeoutError
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+        waited = f'{timeout:g} s' if timeout is not None else "torch's default 1800 s"
+        raise DistributedTimeoutError(
+            f'rank {torch.distributed.get_rank()} of {torch.distributed.get_world_size()}: '
+            f'another process did not join a collective operation within the distributed '
+            f'timeout ({waited}, --dist-timeout / env_cfg.dist_cfg.timeout): it hangs, was '
+            f'stopped or died. Look at the other ranks\' output; raise --dist-timeout if a '
+            f'step can legitimately take longer. ({type(error).__name__}: '
+            f'{str(error).strip().splitlines()[0] if str(error).strip() else ""})') from error
 
 
 def run_tool(main) -> None:
-    """Run ``main`` as a command: a LaunchError becomes one line on stderr and exit code 1."""
+    """Run ``main`` as a command: a LaunchError (bad command line, config or data) or a
+    RunFault (the run diverged, a distributed collective timed out) becomes one line on
+    stderr (``error: ...``) and exit code 1."""
     import sys
+
+    from .engine.errors import RunFault
     try:
         main()
-    except LaunchError as e:
+    except (LaunchError, RunFault) as e:
         sys.exit(f'error: {e}')
+    # a distributed run that ended well leaves its process group: gloo's worker threads
+    # otherwise can abort the interpreter's exit ("terminate called without an active
+    # exception", SIGABRT, as described in pytorch/pytorch#179291)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -12,15 +12,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def tool_env(env: dict = None) -> dict:
+    """The environment the tools run in here: one thread, no warnings, plus ``env``."""
+    return dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+                PYTHONWARNINGS='ignore', **(env or {}))
+
+
 def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
-             env: dict = None) -> subprocess.CompletedProcess:
-    """Run ``python tools/<tool> args`` in ``cwd`` (where data/tiny lives); fail loudly."""
+             env: dict = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python tools/<tool> args`` in ``cwd`` (where data/tiny lives); fail loudly
+    (``check=False``: return whatever it did, for a run expected to fail)."""
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
-    full_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
-                    PYTHONWARNINGS='ignore', **(env or {}))
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
-    if proc.returncode != 0:
+                          env=tool_env(env))
+    if check and proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
@@ -46,6 +51,48 @@ def descendants(pid: int) -> list:
     return found
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (found before the first kill)."""
+    for p in [*descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for its parent does not)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def worker_pids(pid: int, script: str = 'train.py') -> dict:
+    """The torchrun workers below ``pid`` running tools/``script``, by their RANK."""
+    ranks = {}
+    for p in descendants(pid):
+        try:
+            with open(f'/proc/{p}/cmdline', 'rb') as f:
+                cmdline = f.read().split(b'\0')
+            with open(f'/proc/{p}/environ', 'rb') as f:
+                environ = dict(e.split(b'=', 1) for e in f.read().split(b'\0') if b'=' in e)
+        except OSError:
+            continue
+        if b'RANK' in environ and any(arg.endswith(script.encode()) for arg in cmdline):
+            ranks.setdefault(int(environ[b'RANK']), p)
+    return ranks
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def run_process_tree(cmd, cwd, env, timeout=900) -> subprocess.CompletedProcess:
     """Run ``cmd`` (a list, e.g. a tools/dist_*.sh line); on a timeout (a rank waiting for
     another in a collective) end it and every process below it, then fail with the output."""
@@ -54,11 +101,7 @@ def run_process_tree(cmd, cwd, env, timeout=900) -> subprocess.CompletedProcess:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        for pid in [*descendants(proc.pid), proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_tree(proc.pid)
         stdout, stderr = proc.communicate()
         raise AssertionError(f'{cmd} did not finish in {timeout} s:\n{stdout[-3000:]}\n'
                              f'{stderr[-6000:]}') from None

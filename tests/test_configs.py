@@ -98,7 +98,10 @@ def test_config_builds_the_model_it_states(name):
     assert cfg.default_scope == expected['scope']
     imports = cfg.custom_imports['imports']
     assert 'mmdualtoken' in imports and 'mmdualtoken.engine' in imports
-    assert dict(type='RandomStateHook') in cfg.custom_hooks
+    # configs/_base_/reliability.py and the AtomicCheckpointHook line of each config
+    assert [h['type'] for h in cfg.custom_hooks] == ['RandomStateHook', 'FiniteLossHook']
+    assert dict(type='FiniteLossHook', on_nonfinite='stop') in cfg.custom_hooks
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     model = build_model(cfg)
     if not expected['sync_bn']:  # detection and classification: plain BN
         assert 'SyncBN' not in cfg.pretty_text

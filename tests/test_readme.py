@@ -155,6 +155,7 @@ ANALYSIS = [
     'python tools/analysis/errors.py --out docs/errors.md',
     'python tools/analysis/benchmark.py --out docs/benchmark.md',
     'tools/compat_matrix.sh',
+    'python tools/analysis/reliability.py --out docs/reliability.md',
 ]
 
 
@@ -339,7 +340,7 @@ def test_own_environment_commands(tmp_path):
 
 
 def test_analysis_commands(tmp_path):
-    complexity, errors, benchmark, matrix = ANALYSIS
+    complexity, errors, benchmark, matrix, reliability = ANALYSIS
     assert ok(f'make -C {REPO_ROOT} -n {complexity.split()[1]}', tmp_path).count(
         'tools/analysis/complexity.py --out docs/complexity.md') == 1
     # the documents in the repository are what the tools write today
@@ -352,6 +353,15 @@ def test_analysis_commands(tmp_path):
        ' --models DualToken-ViT-T ResNet-18 --repeats 1 --warmup 0 --batch 2 --threads 1 '
        '--skip-extras', tmp_path)
     assert (tmp_path / 'new' / 'benchmark.png').is_file()
+    # the reliability report's short form: one fault test (the full set runs in this suite
+    # anyway, each test checking its own row); its row is the committed document's
+    ok(reliability.replace('docs/reliability.md', f'{tmp_path}/reliability.md') +
+       ' -k test_classification_listed_image_missing', tmp_path)
+    rows = [line for line in (tmp_path / 'reliability.md').read_text().splitlines()
+            if line.startswith('| ') and '`tests/' in line]
+    assert len(rows) == 1
+    with open(osp.join(REPO_ROOT, 'docs', 'reliability.md')) as f:
+        assert rows[0] in f.read()
     # the matrix's short form (torch 2.1.2 only, a few backbone tests)
     out = ok(matrix + ' --short', tmp_path, timeout=1800)
     assert re.search(r'\| 2\.1\.2\S* \| 1\.\d+\.\d+ \| 0\.10\.7 \| 2\.1\.0 \| \d+ passed', out), \

@@ -4,6 +4,9 @@
 #   tools/dist_run.sh SCRIPT NPROC [SCRIPT args...]
 # Several machines: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 PORT=29500 on each machine.
 # On machines without a GPU each process is one CPU worker and gloo is the backend.
+# If one process dies, torchrun ends the others and names the failed rank; one that hangs
+# is not noticed: the others fail after the process-group timeout, which the train.py /
+# test.py flag --dist-timeout SECONDS sets (env_cfg.dist_cfg.timeout; torch: 1800).
 SCRIPT=$1
 NPROC=$2
 NNODES=${NNODES:-1}

@@ -8,11 +8,10 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    './reliability.py',
 ]
-custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine'], allow_failed_imports=False)
-
-# checkpoints carry the RNG states, so --resume repeats an uninterrupted run
-custom_hooks = [dict(type='RandomStateHook')]
+# custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./reliability.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 # Head: the backbone averages the last stage and applies its final norm
 # (gap_before_final_norm), then one linear classifier. We do not add LightViT's
@@ -43,7 +42,25 @@ model = dict(
         dict(type='CutMix', alpha=1.0)
     ]))
 
-train_dataloader = dict(batch_size=128)  # x 8 processes = 1024
+# mmpretrain's Swin training pipeline, images loaded by LoadCheckedImageFromFile
+# (mmdualtoken.datasets.transforms): a missing, truncated or undecodable image stops the run
+# with one line naming the file. The test pipeline keeps mmcv's loader, which the
+# inferencers look up by name.
+bgr_mean = [103.53, 116.28, 123.675]
+bgr_std = [57.375, 57.12, 58.395]
+train_pipeline = [
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
+         magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
+         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
+    dict(type='PackInputs'),
+]
+# x 8 processes = 1024
+train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
 

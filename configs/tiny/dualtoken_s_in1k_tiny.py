@@ -7,7 +7,7 @@ data_root = 'data/tiny/imagenet'
 classes = ['red_disc', 'green_square', 'blue_stripes', 'yellow_checker']
 bgr_mean = [103.53, 116.28, 123.675]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),  # a bad image stops the run, named
     dict(type='RandomResizedCrop', scale=96, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,

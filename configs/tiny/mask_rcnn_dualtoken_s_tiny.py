@@ -8,7 +8,7 @@ metainfo = dict(
     palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
 image_scale = (320, 256)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),  # a bad image stops the run, named
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=image_scale, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),

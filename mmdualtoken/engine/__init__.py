@@ -1,8 +1,13 @@
+from .atomic_checkpoint import AtomicCheckpointHook, AtomicLocalBackend, atomic_write
 from .cpu_amp import CPUAmpOptimWrapper
 from .cpu_distributed import CPUDistributedDataParallel, prepare_cpu_distributed
+from .errors import DistributedTimeoutError, RunFault, TrainingDivergedError
+from .finite_loss_hook import FiniteLossHook
 from .random_state_hook import RandomStateHook
 
 __all__ = [
-    'CPUAmpOptimWrapper', 'CPUDistributedDataParallel', 'RandomStateHook',
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'CPUAmpOptimWrapper',
+    'CPUDistributedDataParallel', 'DistributedTimeoutError', 'FiniteLossHook',
+    'RandomStateHook', 'RunFault', 'TrainingDivergedError', 'atomic_write',
     'prepare_cpu_distributed'
 ]

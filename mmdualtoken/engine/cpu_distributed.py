@@ -5,8 +5,10 @@ mmengine's launcher path assumes GPUs in two places: ``init_dist`` calls
 the model in DDP with ``device_ids=[local_rank]``, which DDP refuses for a CPU module. When
 CUDA is unavailable, :func:`prepare_cpu_distributed` creates the gloo process group itself
 (the Runner then skips init_dist) and makes the Runner use
-:class:`CPUDistributedDataParallel`, which ignores device ids.
+:class:`CPUDistributedDataParallel`, which ignores device ids. ``env_cfg.dist_cfg.timeout``
+(seconds) means what it means for mmengine's ``init_dist``: the process group's timeout.
 """
+import datetime
 import os
 
 import torch
@@ -38,8 +40,12 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     dist_cfg['backend'] = 'gloo'  # nccl needs GPUs
     if not dist.is_initialized():
+        # env_cfg.dist_cfg.timeout (seconds, tools' --dist-timeout) as mmengine's init_dist
+        # reads it on GPUs: how long a collective waits for the other ranks
+        timeout = dist_cfg.get('timeout')
+        kwargs = {} if timeout is None else dict(timeout=datetime.timedelta(seconds=timeout))
         dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
-                                world_size=int(os.environ['WORLD_SIZE']))
+                                world_size=int(os.environ['WORLD_SIZE']), **kwargs)
     wrapper = cfg.get('model_wrapper_cfg') or {}
     if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
         cfg.model_wrapper_cfg = dict(wrapper, type='CPUDistributedDataParallel')

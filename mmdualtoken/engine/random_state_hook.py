@@ -4,21 +4,41 @@ mmengine restores the model, optimizer, schedulers and counters on ``--resume`` 
 RNG states, so data augmentation, drop path, Mixup/CutMix draw other numbers after a resume
 than an uninterrupted run with the same seed would. This hook stores, for every rank, the
 Python, numpy and torch CPU generator states and, where CUDA is in use, the rank's CUDA
-generator state (mmcv's DropPath and random erasing on GPU tensors draw from it). Only rank 0
-writes the checkpoint (mmengine's ``Runner.save_checkpoint`` runs on the master alone), so in
-a distributed run every rank sends its states to all (one all_gather) just before the
-CheckpointHook saves: this hook runs before it (priority LOW) and asks it whether it will
-save at this iteration or epoch, with the CheckpointHook's own rule (and after every
-validation, where a best checkpoint may be saved). On resume each rank puts
-back its own. The states are plain tensors, ints and lists: safe, weights_only loading
-accepts them.
+generator state (mmcv's DropPath and random erasing on GPU tensors draw from it), and puts
+each rank's own back on resume. The states are plain tensors, ints and lists: safe,
+weights_only loading accepts them.
 
-A resumed run then repeats the uninterrupted one bit for bit on CPU (with
-``randomness=dict(seed=..., deterministic=True)`` and no validation between the save and the
-resume point, since validation also draws from the generators). Epoch-based loops only: an
-iteration-based loop re-runs the augmentations of the batches it skips on resume after this
-hook has run. Resuming with another number of processes restores rank r from saved rank
-r mod (saved ranks) and says so: the run continues correctly but not bit for bit.
+What is saved is the state the next training iteration starts from:
+
+* Validation does not touch the training stream: ``before_val`` takes the states and
+  ``after_val`` puts them back (a val dataloader iterator alone draws its base seed from
+  torch's generator). A run that validates between a save and the next epoch therefore
+  trains on exactly as if it had not validated, as the resumed run, which starts after that
+  validation, does. Checkpoints saved during validation (``save_best``, after_val_epoch)
+  hold the states taken in ``before_val``.
+* Epoch-based loops: the states go back in ``before_train``; nothing between that and the
+  first batch draws differently than after the save in the uninterrupted run.
+* mmengine's ``IterBasedTrainLoop.run`` calls before_train and before_train_epoch, then
+  fetches and discards the ``iter`` batches already trained (with worker processes that
+  skip is what advances the workers' generators again, so it must stay), and only then
+  trains. No hook runs between the skip and the first batch, so this hook wraps the loop's
+  ``dataloader_iterator`` in before_train: the wrapper puts the states back right after the
+  last skipped fetch and puts the original iterator back in place. A registered loop would
+  do the same but every config (and every user config) would have to name it; the wrapper
+  keeps the hook the only thing a config adds.
+
+Only rank 0 writes the checkpoint (mmengine's ``Runner.save_checkpoint`` runs on the master
+alone), so in a distributed run every rank sends its states to all (one all_gather) just
+before the CheckpointHook saves: this hook runs before it (priority LOW) and asks it whether
+it will save at this iteration or epoch, with the CheckpointHook's own rule (and after every
+validation, where a best checkpoint may be saved).
+
+With ``randomness=dict(seed=..., deterministic=True)`` a resumed run then repeats the
+uninterrupted one bit for bit on CPU, losses and weights, in epoch- and iteration-based
+loops, with or without validation in between (tests/test_reliability/test_resume.py: the
+tiny classification, detection and segmentation configs). Resuming with another number of
+processes restores rank r from saved rank r mod (saved ranks) and says so: the run continues
+correctly but not bit for bit.
 """
 import random
 from typing import Optional
@@ -28,6 +48,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 KEY = 'random_states'
 
@@ -73,6 +94,26 @@ def checkpoint_due(runner, by_epoch: bool) -> bool:
     return False
 
 
+class RestoreAfterSkip:
+    """Wraps an IterBasedTrainLoop's dataloader iterator for its resume skip: after the
+    ``skip``-th fetch it calls ``restore`` and puts the wrapped iterator back on the loop."""
+
+    def __init__(self, loop, skip: int, restore):
+        self.loop, self.iterator = loop, loop.dataloader_iterator
+        self.skip, self.restore, self.fetched = skip, restore, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.iterator)
+        self.fetched += 1
+        if self.fetched == self.skip:
+            self.loop.dataloader_iterator = self.iterator
+            self.restore()
+        return batch
+
+
 @HOOKS.register_module()
 class RandomStateHook(Hook):
     """Checkpoint the RNG states of every rank; restore each rank's own on resume."""
@@ -81,10 +122,11 @@ class RandomStateHook(Hook):
     def __init__(self):
         self._pending: Optional[list] = None
         self._gathered: Optional[list] = None
+        self._before_val: Optional[dict] = None  # the training stream, during validation
 
-    def _gather(self) -> None:
+    def _gather(self, states: Optional[dict] = None) -> None:
         # every rank takes part (the decision is the same on all ranks); rank 0 keeps them
-        self._gathered = all_gather_object(capture_random_states())
+        self._gathered = all_gather_object(states or capture_random_states())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if get_world_size() > 1 and checkpoint_due(runner, by_epoch=False):
@@ -94,19 +136,27 @@ class RandomStateHook(Hook):
         if get_world_size() > 1 and checkpoint_due(runner, by_epoch=True):
             self._gather()
 
+    def before_val(self, runner) -> None:
+        self._before_val = capture_random_states()
+
     def after_val_epoch(self, runner, metrics=None) -> None:
         # the CheckpointHook may save a best checkpoint here (its own metric rule)
         if get_world_size() > 1:
-            self._gather()
+            self._gather(self._before_val)
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            restore_random_states(self._before_val)
+            self._before_val = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # rank 0 only (mmengine saves on the master); one process: its states now
+        # rank 0 only (mmengine saves on the master); one process: its training states
         if get_world_size() == 1:
-            ranks = [capture_random_states()]
+            ranks = [self._before_val or capture_random_states()]
         elif self._gathered is not None:
             ranks, self._gathered = self._gathered, None
         else:  # a save outside the CheckpointHook's moments: the other ranks are not here
-            ranks = [capture_random_states()]
+            ranks = [self._before_val or capture_random_states()]
             runner.logger.warning('RandomStateHook: this checkpoint holds the random states '
                                   'of rank 0 only (saved outside the CheckpointHook).')
         checkpoint[KEY] = dict(ranks=ranks)
@@ -126,12 +176,26 @@ class RandomStateHook(Hook):
             return
         ranks, self._pending = self._pending, None
         rank, world_size = get_rank(), get_world_size()
-        restore_random_states(ranks[rank % len(ranks)])
+        states = ranks[rank % len(ranks)]
+        cuda = ', CUDA' if states.get('cuda') is not None else ''
         message = (f'Restored the random states of rank {rank % len(ranks)} of the checkpoint '
-                   f'(Python, numpy, torch CPU'
-                   f'{", CUDA" if ranks[rank % len(ranks)].get("cuda") is not None else ""}).')
+                   f'(Python, numpy, torch CPU{cuda})')
         if len(ranks) != world_size:
-            message += (f' The checkpoint was written by {len(ranks)} processes, this run has '
+            message += (f'. The checkpoint was written by {len(ranks)} processes, this run has '
                         f'{world_size}: it continues correctly but does not repeat the '
-                        'uninterrupted run bit for bit.')
-        runner.logger.info(message)
+                        'uninterrupted run bit for bit')
+
+        def restore(skipped: int = 0) -> None:
+            restore_random_states(states)
+            runner.logger.info(message + (f', after the {skipped} batches the loop skips.'
+                                          if skipped else '.'))
+
+        loop = getattr(runner, 'train_loop', None)
+        if (isinstance(loop, IterBasedTrainLoop) and type(loop).run is IterBasedTrainLoop.run
+                and loop.iter > 0):
+            # mmengine's run() fetches and discards `iter` batches after this hook: restore
+            # after them (a loop with its own run() gets them now, as epoch-based loops)
+            loop.dataloader_iterator = RestoreAfterSkip(loop, loop.iter,
+                                                        lambda: restore(loop.iter))
+        else:
+            restore()

@@ -260,3 +260,116 @@ def test_states_are_gathered_after_validation_and_used_once(monkeypatch):
     hook.before_save_checkpoint(runner, checkpoint)
     assert len(checkpoint[KEY]['ranks']) == 1
     assert warnings and 'rank 0 only' in warnings[0]
+
+
+def test_validation_does_not_disturb_the_training_stream():
+    """before_val takes the states, after_val puts them back: training after a validation
+    draws what it would have drawn without it (what a run resumed after it draws), and a
+    checkpoint saved during validation (save_best) holds the states from before it."""
+    seeded_states(50)
+    without_validation = draws()
+    seeded_states(50)
+    hook, runner = RandomStateHook(), FakeRunner()
+    hook.before_val(runner)
+    draws()  # e.g. the val dataloader's base seed, test-time augmentation
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)  # a best checkpoint, in after_val_epoch
+    hook.after_val(runner)
+    assert_same_draws(draws(), without_validation)
+    scramble()
+    restore_random_states(checkpoint[KEY]['ranks'][0])
+    assert_same_draws(draws(), without_validation)
+    # a save after validation holds the current states again
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draws()
+    restore_random_states(checkpoint[KEY]['ranks'][0])
+    assert_same_draws(draws(), expected)
+
+
+def test_ranks_gather_their_states_from_before_validation(monkeypatch):
+    """In a distributed run the states sent for a best checkpoint are the training ones."""
+    fake_dist(monkeypatch, 0, 2)
+    sent = []
+    monkeypatch.setattr(random_state_hook, 'all_gather_object',
+                        lambda states: sent.append(states) or [states, states])
+    hook, runner = RandomStateHook(), FakeRunner()
+    seeded_states(60)
+    hook.before_val(runner)
+    expected = draws()
+    hook.after_val_epoch(runner, metrics={})
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    hook.after_val(runner)
+    assert len(sent) == 1 and checkpoint[KEY]['ranks'][0] is sent[0]
+    scramble()
+    restore_random_states(sent[0])
+    assert_same_draws(draws(), expected)
+
+
+class AugmentingDataset(torch.utils.data.Dataset):
+    """Each item draws from every generator, as random augmentations do."""
+    metainfo = dict()
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, index):
+        return index, random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+class IterRunner(FakeRunner):
+    """Enough of a Runner for mmengine's IterBasedTrainLoop.run: its hooks, a model that
+    records what each iteration drew, and a save (CheckpointHook) after iteration
+    ``save_at``."""
+
+    def __init__(self, resume, save_at=None):
+        super().__init__(resume)
+        self.hook, self.save_at, self.checkpoint, self.steps = RandomStateHook(), save_at, None, []
+        self.visualizer, self.val_loop, self.optim_wrapper = SimpleNamespace(), None, None
+        self.model = SimpleNamespace(train=lambda: None, train_step=self.train_step)
+
+    def train_step(self, batch, optim_wrapper):
+        self.steps.append((batch, float(torch.rand(1))))  # drop path, Mixup...
+        return {}
+
+    def call_hook(self, name, **kwargs):
+        getattr(self.hook, name)(self, **kwargs)
+        if name == 'after_train_iter' and self.iter + 1 == self.save_at:
+            self.checkpoint = {}
+            self.hook.before_save_checkpoint(self, self.checkpoint)
+
+    @property
+    def iter(self):
+        return self.train_loop.iter
+
+
+def iter_loop(runner, max_iters, start_iter=0):
+    from mmengine.runner import IterBasedTrainLoop
+    torch.manual_seed(0)  # the Runner seeds before it builds the loop (and on resume)
+    random.seed(0)
+    np.random.seed(0)
+    loader = torch.utils.data.DataLoader(AugmentingDataset(), batch_size=None, shuffle=False)
+    runner.train_loop = IterBasedTrainLoop(runner, loader, max_iters=max_iters)
+    runner.train_loop._iter = start_iter
+    return runner.train_loop
+
+
+def test_iteration_based_loop_gets_its_states_after_the_skipped_batches(tmp_path):
+    """mmengine's IterBasedTrainLoop.run re-fetches (re-augments) the batches already
+    trained after before_train: the hook restores the states after that skip, so the
+    resumed iterations draw what the uninterrupted ones drew."""
+    whole = IterRunner(resume=False, save_at=2)
+    iter_loop(whole, max_iters=4).run()
+    assert len(whole.steps) == 4 and whole.checkpoint is not None
+
+    resumed = IterRunner(resume=True)
+    loop = iter_loop(resumed, max_iters=4, start_iter=2)
+    resumed.hook.after_load_checkpoint(resumed, save_and_load(whole.checkpoint, tmp_path))
+    scramble()  # what the Runner's re-seeding and loading draw in between
+    loop.run()
+    assert resumed.steps == whole.steps[2:]  # same batches, same augmentations, same draws
+    assert not isinstance(loop.dataloader_iterator, random_state_hook.RestoreAfterSkip)
+    assert resumed.messages == ['Restored the random states of rank 0 of the checkpoint '
+                                '(Python, numpy, torch CPU), after the 2 batches the loop '
+                                'skips.']

@@ -89,6 +89,29 @@ def amp_with_another_wrapper(tmp: str):
     enable_amp(Config(dict(optim_wrapper=dict(type='ApexOptimWrapper'))))
 
 
+def resume_pointer_to_missing_checkpoint(tmp: str):
+    from mmdualtoken.launch import train_main
+    work_dir = osp.join(tmp, 'resume_work')
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'epoch_1.pth'), 'wb'):
+        pass
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(work_dir, 'epoch_2.pth'))
+    train_main([osp.join(REPO_ROOT, 'configs', 'tiny', 'retinanet_dualtoken_s_tiny.py'),
+                '--work-dir', work_dir, '--resume'])
+
+
+def bad_dist_timeout(tmp: str):
+    from mmdualtoken.launch import train_main
+    train_main([osp.join(REPO_ROOT, 'configs', 'tiny', 'retinanet_dualtoken_s_tiny.py'),
+                '--work-dir', osp.join(tmp, 'work'), '--dist-timeout', '0'])
+
+
+def unknown_finite_loss_mode(tmp: str):
+    from mmdualtoken.engine import FiniteLossHook
+    FiniteLossHook(on_nonfinite='ignore')
+
+
 def model():
     return DualTokenViT(arch=ARCH).eval()
 
@@ -115,6 +138,10 @@ CASES: List[Tuple[str, type, Callable[[str], None]]] = [
     ('missing config file', FileNotFoundError, missing_config),
     ('missing checkpoint (tools/test.py)', FileNotFoundError, missing_checkpoint),
     ('--amp with another optim wrapper', ValueError, amp_with_another_wrapper),
+    ('--resume with last_checkpoint naming a missing file', FileNotFoundError,
+     resume_pointer_to_missing_checkpoint),
+    ('--dist-timeout not positive', ValueError, bad_dist_timeout),
+    ('unknown FiniteLossHook on_nonfinite', ValueError, unknown_finite_loss_mode),
 ]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every fault test and write what each fault did and what it cost.
 
-    python tools/analysis/reliability.py --out docs/reliability.md
+    python tools/analysis/reliability.py --out docs/reliability.md [-k EXPRESSION]
 
 The fault tests live in tests/test_reliability/. Each one causes a real fault (a killed
 training process, a damaged file, a loss that turns NaN, a dead rank...), checks the outcome
@@ -77,8 +77,10 @@ def collect(pytest_args: List[str] = ()) -> List[dict]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', help='write the markdown here (docs/reliability.md)')
+    parser.add_argument('-k', dest='keyword', help="only the fault tests pytest's -k selects "
+                        '(a partial table, e.g. to check a few rows)')
     args = parser.parse_args(argv)
-    text = render(collect())
+    text = render(collect(['-k', args.keyword] if args.keyword else []))
     print(text)
     if args.out:
         with open(args.out, 'w') as f:

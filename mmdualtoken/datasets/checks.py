@@ -1,0 +1,295 @@
+"""Checks of the training data that run before anything is built, and the error bad data raises.
+
+A run must not die at hour nine on something a look at the annotation files finds at start.
+:func:`check_datasets` reads each split's annotation file the way the framework will (COCO
+json for mmdet, the file list of mmseg, mmpretrain's ``<path> <label>`` lines) and raises one
+:class:`BadDataError` per dataset that lists every problem found (how many, and the first
+few): images it lists that do not exist, malformed entries, class ids out of range. Images
+that the framework's own convention skips (mmdet's ``filter_empty_gt``) are logged with a
+count. What needs decoding (a truncated image, a segmentation map of another size) is checked
+when the sample is loaded, by the transforms of :mod:`mmdualtoken.datasets.transforms`.
+"""
+import importlib
+import json
+import math
+import os.path as osp
+from numbers import Real
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from mmengine.config import Config
+from mmengine.fileio import list_from_file
+from mmengine.logging import print_log
+
+from ..launch import LaunchError
+
+EXAMPLES = 3  # how many offending entries a message names
+
+
+class BadDataError(LaunchError, ValueError):
+    """Data that cannot be trained on, in one line that names the file and the problem.
+
+    Raised before training by :func:`check_datasets`, or when a sample is loaded by the
+    checking transforms. tools/train.py prints it as ``error: ...`` like every LaunchError.
+    When a DataLoader worker raises it, torch re-raises it in the main process as
+    ``BadDataError(<the worker's whole traceback>)``; the constructor keeps only the line
+    the worker raised, so the user still reads one line.
+    """
+
+    def __init__(self, message: str):
+        name = type(self).__name__
+        if message.startswith(f'Caught {name} ') and f'{name}: ' in message:
+            message = message.rstrip().rsplit(f'{name}: ', 1)[1]
+        super().__init__(message)
+
+
+class Findings:
+    """The problems found in one dataset, grouped by kind, told as one line.
+
+    Args:
+        where (str): The config entry of the dataset, e.g. ``train_dataloader.dataset``.
+        source (str): The annotation file or folder the problems are in.
+    """
+
+    def __init__(self, where: str, source: str):
+        self.where = where
+        self.source = source
+        self.kinds: Dict[str, List[str]] = {}
+
+    def add(self, kind: str, item: str) -> None:
+        """Record ``item`` (an entry, a path) under ``kind`` (what is wrong with it)."""
+        self.kinds.setdefault(kind, []).append(item)
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def message(self) -> str:
+        parts = []
+        for kind, items in self.kinds.items():
+            shown = ', '.join(items[:EXAMPLES])
+            more = f' and {len(items) - EXAMPLES} more' if len(items) > EXAMPLES else ''
+            parts.append(f'{kind} ({len(items)}): {shown}{more}')
+        return (f'Bad data in {self.where} ({self.source}): ' + '; '.join(parts)
+                + '. Fix or remove these entries.')
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise BadDataError(self.message())
+
+
+def _leaf_datasets(node, where: str) -> Iterator[Tuple[str, dict]]:
+    """The dataset configs under wrappers (RepeatDataset's ``dataset``, ConcatDataset's
+    ``datasets``), each with its config path."""
+    if not node:
+        return
+    if 'dataset' in node:
+        yield from _leaf_datasets(node['dataset'], f'{where}.dataset')
+    elif 'datasets' in node:
+        for i, child in enumerate(node['datasets']):
+            yield from _leaf_datasets(child, f'{where}.datasets[{i}]')
+    else:
+        yield where, node
+
+
+def _is_local(dataset) -> bool:
+    """Whether the dataset's files are on this machine (remote backends are not looked at)."""
+    backend_args = getattr(dataset, 'backend_args', None) or {}
+    roots = [str(getattr(dataset, 'data_root', None) or ''), str(dataset.ann_file or '')]
+    return backend_args.get('backend', 'local') == 'local' and not any('://' in r
+                                                                       for r in roots)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _coco_image_problem(image) -> Optional[str]:
+    if not isinstance(image, dict):
+        return f'is {type(image).__name__}, not an object'
+    for key in ('id', 'file_name', 'width', 'height'):
+        if key not in image:
+            return f'has no {key!r}'
+    if not isinstance(image['id'], int):
+        return f"id {image['id']!r} is not an integer"
+    if not isinstance(image['file_name'], str):
+        return f"file_name {image['file_name']!r} is not a string"
+    if not (_is_number(image['width']) and _is_number(image['height'])
+            and image['width'] > 0 and image['height'] > 0):
+        return f"width x height {image['width']!r} x {image['height']!r} is not positive"
+    return None
+
+
+def _coco_annotation_problem(ann: dict) -> Optional[str]:
+    for key in ('image_id', 'category_id', 'bbox', 'area'):
+        if key not in ann:
+            return f'has no {key!r}'
+    for key in ('image_id', 'category_id'):
+        if not isinstance(ann[key], int):
+            return f'{key} {ann[key]!r} is not an integer'
+    bbox = ann['bbox']
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
+        return f'bbox {bbox!r} is not 4 numbers [x, y, w, h]'
+    if not _is_number(ann['area']):
+        return f"area {ann['area']!r} is not a number"
+    segm = ann.get('segmentation')
+    if segm and not (isinstance(segm, dict) and 'counts' in segm and 'size' in segm) and not (
+            isinstance(segm, list) and all(isinstance(p, list) for p in segm)):
+        return 'segmentation is neither a list of polygons nor an RLE dict'
+    return None
+
+
+def check_coco(dataset, findings: Findings) -> None:
+    """mmdet's CocoDataset family: the json's images, annotations and categories, the image
+    files, the config's classes; log the images ``filter_empty_gt`` will skip."""
+    try:
+        with open(dataset.ann_file) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise BadDataError(f'Bad data in {findings.where}: {dataset.ann_file} is not valid '
+                           f'JSON ({e}).') from None
+    if not (isinstance(data, dict) and isinstance(data.get('images'), list)
+            and isinstance(data.get('categories'), list)
+            and isinstance(data.get('annotations', []), list)):
+        raise BadDataError(f'Bad data in {findings.where}: {dataset.ann_file} is not a COCO '
+                           'annotation file (an object with the lists "images", "categories" '
+                           'and "annotations").')
+    categories = {}
+    for i, cat in enumerate(data['categories']):
+        if not (isinstance(cat, dict) and 'id' in cat and isinstance(cat.get('name'), str)):
+            findings.add('malformed categories (need id and name)', f'categories[{i}]')
+        else:
+            categories[cat['id']] = cat['name']
+    classes = dataset.metainfo.get('classes') or ()
+    for name in classes:
+        if name not in categories.values():
+            findings.add('classes of the config missing from its categories', repr(name))
+    selected = {cat_id for cat_id, name in categories.items() if name in classes}
+
+    files = {}
+    for i, image in enumerate(data['images']):
+        problem = _coco_image_problem(image)
+        if problem:
+            findings.add('malformed image entries', f'images[{i}]: {problem}')
+        else:
+            files[image['id']] = image['file_name']
+
+    annotated = set()
+    known_ids = sorted(categories)
+    for i, ann in enumerate(data.get('annotations', [])):
+        if not isinstance(ann, dict):
+            findings.add('malformed annotations', f'annotations[{i}] is not an object')
+            continue
+        name = f"annotation id {ann.get('id', '?')}"
+        if ann.get('image_id') in files:
+            name += f" ({files[ann['image_id']]})"
+        problem = _coco_annotation_problem(ann)
+        if problem:
+            findings.add('malformed annotations', f'{name}: {problem}')
+        elif ann['image_id'] not in files:
+            findings.add('annotations of an image id not in its images',
+                         f"{name}: image_id {ann['image_id']!r}")
+        elif ann['category_id'] not in categories:
+            findings.add(f'annotations with a category_id not in its categories {known_ids}',
+                         f"{name}: category_id {ann['category_id']!r}")
+        elif ann['category_id'] in selected:
+            annotated.add(ann['image_id'])
+
+    if _is_local(dataset):
+        for file_name in files.values():
+            path = osp.join(dataset.data_prefix.get('img', ''), file_name)
+            if not osp.isfile(path):
+                findings.add('images it lists that do not exist', path)
+    findings.raise_if_any()
+
+    filter_cfg = dataset.filter_cfg or {}
+    empty = [f for image_id, f in files.items() if image_id not in annotated]
+    if empty and not dataset.test_mode and filter_cfg.get('filter_empty_gt', False):
+        shown = ', '.join(empty[:EXAMPLES]) + (' ...' if len(empty) > EXAMPLES else '')
+        print_log(f'{findings.where}: skipping {len(empty)} of {len(files)} images of '
+                  f'{dataset.ann_file} that have no annotations of the classes '
+                  f'(filter_empty_gt=True, mmdet\'s convention): {shown}', logger='current')
+
+
+def check_segmentation(dataset, findings: Findings) -> None:
+    """mmseg's BaseSegDataset family: every image the dataset lists (its ann_file, or its
+    image folder) and the segmentation map of each exist."""
+    if not _is_local(dataset):
+        return
+    image_dir = dataset.data_prefix.get('img_path', '')
+    if not dataset.ann_file and not osp.isdir(image_dir):
+        findings.add('image folders that do not exist', image_dir)
+        return
+    for info in dataset.load_data_list():  # lists files only (mmseg's own logic)
+        if not osp.isfile(info['img_path']):
+            findings.add('images it lists that do not exist', info['img_path'])
+        elif info.get('seg_map_path') and not osp.isfile(info['seg_map_path']):
+            findings.add('images without their segmentation map', info['seg_map_path'])
+
+
+def check_classification(dataset, findings: Findings) -> None:
+    """mmpretrain's CustomDataset family with an ann_file: every line is ``<path> <label>``
+    (as mmpretrain splits it), each label is a class index, each file exists."""
+    if not dataset.ann_file:
+        return  # samples found by scanning the folders: they exist and are labelled
+    classes = dataset.CLASSES
+    local = _is_local(dataset)
+    for number, line in enumerate(list_from_file(dataset.ann_file), start=1):
+        entry = f'line {number} {line!r}'
+        if dataset.with_label:
+            parts = line.strip().rsplit(' ', 1)
+            if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
+                findings.add("malformed lines (expected '<path> <integer label>')", entry)
+                continue
+            filename, label = parts[0], int(parts[1])
+            if classes is not None and not 0 <= label < len(classes):
+                findings.add(f'labels out of range for {len(classes)} classes '
+                             f'(0..{len(classes) - 1})', entry)
+                continue
+        else:
+            filename = line.strip()
+            if not filename:
+                findings.add('empty lines', f'line {number}')
+                continue
+        path = osp.join(dataset.img_prefix, filename)
+        if local and not osp.isfile(path):
+            findings.add('images it lists that do not exist', path)
+
+
+# scope -> (module, dataset base class, its check)
+CHECKS = {
+    'mmdet': ('mmdet.datasets', 'CocoDataset', check_coco),
+    'mmseg': ('mmseg.datasets', 'BaseSegDataset', check_segmentation),
+    'mmpretrain': ('mmpretrain.datasets', 'CustomDataset', check_classification),
+}
+
+
+def check_datasets(cfg: Config, splits) -> None:
+    """Check the datasets of ``splits`` (e.g. ['train', 'val']) before the Runner is built.
+
+    Each dataset config is built with ``lazy_init=True`` (the framework resolves its paths
+    and classes, and reads nothing), then its annotations are checked by the framework's
+    check in :data:`CHECKS`; other dataset types are left to the framework.
+
+    Raises:
+        BadDataError: one per dataset, listing every problem found in it.
+    """
+    from mmengine.registry import DefaultScope
+    scope = cfg.get('default_scope')
+    if scope not in CHECKS:
+        return
+    module, base_name, check = CHECKS[scope]
+    base = getattr(importlib.import_module(module), base_name)
+    registry = importlib.import_module(f'{scope}.registry').DATASETS
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        for where, dataset_cfg in _leaf_datasets(loader and loader.get('dataset'),
+                                                 f'{split}_dataloader.dataset'):
+            with DefaultScope.overwrite_default_scope(scope):
+                dataset = registry.build(dict(dataset_cfg, lazy_init=True, pipeline=[]))
+            if not isinstance(dataset, base):
+                continue
+            source = dataset.ann_file or dataset.data_prefix.get('img_path', '') or ''
+            if dataset.ann_file and not osp.isfile(dataset.ann_file) and _is_local(dataset):
+                continue  # a missing file is launch.check_dataset_paths' error
+            findings = Findings(where, source)
+            check(dataset, findings)
+            findings.raise_if_any()

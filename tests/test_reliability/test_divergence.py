@@ -1,0 +1,155 @@
+"""A loss that turns NaN stops the run (or skips the step) and never reaches a checkpoint.
+
+Each test runs tools/train.py on a tiny config with a test hook (tests/fault_hooks.py) that
+makes one loss term NaN inside the model's own loss output at iteration 3, before the
+backward pass and the optimizer step, so the optimizer sees what a diverging run gives it.
+A checkpoint is due after every epoch (detection, classification) or every iteration
+(segmentation), so a checkpoint would follow the bad step at once.
+"""
+import json
+import os
+import os.path as osp
+import re
+
+import pytest
+import torch
+from helpers import config, run_tool
+from mmengine.config import Config
+
+import mmdualtoken  # noqa: F401  (weights_only loading of mmengine checkpoints)
+
+TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+HOOKS_ENV = dict(PYTHONPATH=os.pathsep.join([TESTS_DIR, os.environ.get('PYTHONPATH', '')]))
+COMMON = ['train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+          'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1',
+          'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1']
+# config, options, the loss term made NaN, the checkpoint written before iteration 3
+FRAMEWORKS = {
+    'mmdet': ('tiny/retinanet_dualtoken_s_tiny.py',
+              ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2'], 'loss_cls',
+              'epoch_1.pth'),
+    'mmseg': ('tiny/fpn_dualtoken_s_ade20k_tiny.py',
+              ['train_cfg.max_iters=4', 'train_cfg.val_interval=4'], 'decode.loss_ce',
+              'iter_2.pth'),
+    'mmpretrain': ('tiny/dualtoken_s_in1k_tiny.py',
+                   ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2'], 'loss',
+                   'epoch_1.pth'),
+}
+
+
+def fault_config(tmp_path, name, *hooks, on_nonfinite='stop'):
+    """The tiny config with FiniteLossHook in the given mode and the test hooks added."""
+    base = Config.fromfile(config(name)).to_dict()
+    custom_hooks = [dict(h, on_nonfinite=on_nonfinite) if h['type'] == 'FiniteLossHook'
+                    else h for h in base['custom_hooks']]
+    assert any(h['type'] == 'FiniteLossHook' for h in custom_hooks)  # the configs have it
+    path = tmp_path / 'fault_config.py'
+    path.write_text(
+        f'_base_ = {config(name)!r}\n'
+        f"custom_imports = dict(imports={base['custom_imports']['imports'] + ['fault_hooks']!r})\n"
+        f'custom_hooks = {custom_hooks + list(hooks)!r}\n')
+    return str(path)
+
+
+def train(cfg, work_dir, options, tiny_workdir, check):
+    return run_tool('train.py', cfg, '--work-dir', str(work_dir), '--cfg-options', *COMMON,
+                    *options, cwd=tiny_workdir, env=HOOKS_ENV, check=check)
+
+
+def checkpoint_files(work_dir):
+    return sorted(f for f in os.listdir(work_dir) if '.pth' in f)
+
+
+def pointer(work_dir):
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return osp.basename(f.read().strip())
+
+
+def all_finite(path):
+    state = torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
+
+
+def without_figures(line):
+    """The error line with the finite loss values (they vary with the CPU) left out."""
+    return re.sub(r'=-?\d[\d.e+-]*', '=<finite>', line)
+
+
+@pytest.mark.parametrize('framework', list(FRAMEWORKS))
+def test_nan_loss_stops(tiny_workdir, tmp_path, fault_report, framework):
+    name, options, term, good = FRAMEWORKS[framework]
+    cfg = fault_config(tmp_path, name, dict(type='PoisonLossHook', iteration=3, term=term))
+    work_dir = tmp_path / 'work'
+    proc = train(cfg, work_dir, options, tiny_workdir, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-4000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    where = 'iteration 3' if framework == 'mmseg' else 'iteration 3 (epoch 2)'
+    assert error.startswith(f'error: Training diverged at {where}: non-finite loss ('), error
+    assert f'{term}=nan' in error and 'loss=nan' in error
+    assert error.endswith('Stopped before any checkpoint held these weights: the last '
+                          'checkpoint saved is the last good one. Lower the learning rate, '
+                          'clip gradients (optim_wrapper.clip_grad) or skip such steps '
+                          "(FiniteLossHook on_nonfinite='skip')."), error
+    # the checkpoint of the last good step is the only one, and last_checkpoint names it
+    assert checkpoint_files(work_dir) == [good]
+    assert pointer(work_dir) == good
+    assert all_finite(work_dir / good)
+    fault_report(
+        'divergence',
+        fault=f'{term} becomes NaN at iteration 3 ({framework} tiny config, a checkpoint '
+              f'due after it)',
+        happened=f'stopped at iteration 3 (exit 1), {good} (finite) stays the last '
+                 f'checkpoint; printed: {without_figures(error)}',
+        lost='the iterations since the last checkpoint (their weights diverged)')
+
+
+def test_nan_loss_skip_mode(tiny_workdir, tmp_path, fault_report):
+    name, options, term, _ = FRAMEWORKS['mmdet']
+    cfg = fault_config(tmp_path, name, dict(type='PoisonLossHook', iteration=3, term=term),
+                       on_nonfinite='skip')
+    work_dir = tmp_path / 'work'
+    proc = train(cfg, work_dir, options, tiny_workdir, check=True)
+    log = proc.stdout + proc.stderr
+    warning = re.search(r'FiniteLossHook: non-finite loss .*', log).group(0)
+    assert warning.startswith('FiniteLossHook: non-finite loss (loss=nan, loss_cls=nan, '
+                              'loss_bbox='), warning
+    assert warning.endswith('at iteration 3 (epoch 2); optimizer step skipped, weights '
+                            'unchanged (1 skipped so far).'), warning
+    assert log.count('FiniteLossHook:') == 1
+    # the step of iteration 3 left weights and optimizer state bit for bit as they were
+    with open(work_dir / 'nonfinite_iteration.json') as f:
+        record = json.load(f)
+    assert record == dict(iteration=3, params_unchanged=True, optimizer_state_unchanged=True,
+                          params_finite=True)
+    # training went on to the end
+    assert checkpoint_files(work_dir) == ['epoch_2.pth'] and all_finite(work_dir / 'epoch_2.pth')
+    fault_report(
+        'divergence',
+        fault=f"{term} becomes NaN at iteration 3 with FiniteLossHook on_nonfinite='skip' "
+              '(mmdet tiny config)',
+        happened='the step of iteration 3 skipped (weights and optimizer state bitwise '
+                 'unchanged), training finished, epoch_2.pth finite; one warning: '
+                 + without_figures(warning),
+        lost='one optimizer step')
+
+
+def test_nonfinite_weights_never_saved(tiny_workdir, tmp_path, fault_report):
+    name, options, _, good = FRAMEWORKS['mmdet']
+    param = 'bbox_head.retina_cls.weight'
+    cfg = fault_config(tmp_path, name, dict(type='CorruptWeightHook', iteration=4, name=param))
+    work_dir = tmp_path / 'work'
+    proc = train(cfg, work_dir, options, tiny_workdir, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-4000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error == ('error: Refusing to save the checkpoint of epoch 2, iteration 4: 1 weight '
+                     f'tensor(s) hold NaN or Inf (first: {param}); the last checkpoint saved '
+                     'is the last good one.')
+    assert checkpoint_files(work_dir) == [good] and pointer(work_dir) == good
+    assert all_finite(work_dir / good)
+    fault_report(
+        'divergence',
+        fault='a weight becomes NaN with a finite loss (iteration 4, the end of epoch 2, '
+              'mmdet tiny config)',
+        happened=f'the checkpoint of epoch 2 was not written, {good} stays the last '
+                 f'checkpoint; stopped (exit 1) with: {error}',
+        lost='the iterations since the last checkpoint (their weights diverged)')
