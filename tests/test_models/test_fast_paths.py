@@ -113,10 +113,90 @@ def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size):
         torch.testing.assert_close(f, p, atol=1e-4, rtol=1e-3)
 
 
-def test_training_forward_and_backward_use_the_plain_modules():
+def test_training_runs_no_fused_inference_kernel():
+    """Training keeps BatchNorm and the activations as separate ops (batch statistics);
+    only the Linear products run on oneDNN, through the autograd function."""
     torch.manual_seed(0)
     model = DualTokenViT(arch=ARCH).train()
     with OpRecorder() as counter:
         sum(o.mean() for o in model(torch.rand(2, 3, 64, 64))).backward()
-    assert counter.count('mkldnn._linear_pointwise') == 0
     assert counter.count('mkldnn._convolution_pointwise') == 0
+    assert counter.count('batch_norm') > 0 and counter.count('gelu') > 0
+    assert counter.count('mkldnn._linear_pointwise') > 0 and counter.count('addmm') == 0
+
+
+def linear_and_gradients(linear: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> list:
+    x = x.detach().requires_grad_(x.requires_grad)
+    linear.zero_grad()
+    y = linear(x)
+    y.backward(grad)
+    return [y, x.grad, linear.weight.grad, linear.bias.grad if linear.bias is not None else None]
+
+
+@pytest.mark.parametrize('shape', [(7, 24), (2, 5, 7, 24), 'permuted'])
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('input_grad', [True, False])
+def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, input_grad):
+    """Forward, dx, dW and db of OneDNNLinearFunction against F.linear's autograd on the
+    same weights (fp32 tolerance), twice in a row; non-contiguous inputs and gradients."""
+    torch.manual_seed(0)
+    linear = OneDNNLinear(24, 40, bias=bias)
+    if shape == 'permuted':  # channels-last view, as the conv encoder gives its tokens
+        x = torch.randn(2, 24, 5, 7).permute(0, 2, 3, 1)
+        grad = torch.randn(2, 40, 5, 7).permute(0, 2, 3, 1)
+    else:
+        x, grad = torch.randn(shape), torch.randn(*shape[:-1], 40)
+    x.requires_grad_(input_grad)
+    for _ in range(2):
+        with OpRecorder() as counter:
+            fast = linear_and_gradients(linear, x, grad)
+        assert counter.count('mkldnn._linear_pointwise') == 1 + input_grad
+        assert counter.count('addmm') == 0
+        with fusion_disabled():
+            plain = linear_and_gradients(linear, x, grad)
+        for f, p in zip(fast, plain):
+            assert (f is None) == (p is None)
+            if f is not None:
+                torch.testing.assert_close(f, p, **FP32)
+
+
+def test_onednn_linear_function_only_where_onednn_applies():
+    linear = OneDNNLinear(8, 4)
+    x = torch.randn(3, 8)
+    with OpRecorder() as counter:
+        linear.double()(x.double()).sum().backward()  # float64: the plain module
+        linear.float()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            linear(x).float().sum().backward()
+        with fusion_disabled():
+            linear(x).sum().backward()
+    assert counter.count('mkldnn') == 0
+
+
+@pytest.mark.parametrize('variant', [dict(arch=ARCH), dict(arch='small-mix', with_cp=True),
+                                     dict(arch=ARCH, global_tokens='normal', frozen_stages=1)])
+def test_backbone_training_gradients_unchanged_by_the_onednn_linear(variant):
+    """One training forward and backward, oneDNN Linear against the plain modules: the
+    outputs and every parameter's gradient agree (fp32 tolerance; BatchNorm in training
+    mode on both paths)."""
+    torch.manual_seed(0)
+    model = DualTokenViT(**variant).train()
+    x = torch.rand(2, 3, 64, 96)
+
+    def run():
+        model.zero_grad()
+        outs = model(x)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        return [o.detach() for o in outs], {n: p.grad.clone() for n, p in
+                                            model.named_parameters() if p.grad is not None}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fast_outs, fast_grads = run()
+    model.load_state_dict(state)  # BatchNorm running statistics back as they were
+    with fusion_disabled():
+        plain_outs, plain_grads = run()
+    for f, p in zip(fast_outs, plain_outs):
+        torch.testing.assert_close(f, p, atol=1e-4, rtol=1e-3)
+    assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 0
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], atol=1e-4, rtol=1e-3,
+                                   msg=lambda m: f'{name}: {m}')

@@ -7,10 +7,14 @@ activation as a post-op of the same kernel; an eval BatchNorm folds into the con
 The maths is unchanged (same erf GELU; tests compare both paths on the same weights).
 
 The kernels are the oneDNN operators PyTorch registers for its compiler
-(``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so they
-run only when nothing needs a gradient, on float32 CPU tensors, outside autocast, tracing,
-export and compilation; every other case takes the plain modules.
-``set_fusion_enabled(False)`` turns them off globally.
+(``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so the
+fused paths run only when nothing needs a gradient, on float32 CPU tensors, outside
+autocast, tracing, export and compilation; every other case takes the plain modules.
+Training gets one of them through an autograd function (:class:`OneDNNLinearFunction`):
+the Linear's forward and its input gradient run on oneDNN's GEMM, which serves the model's
+token-by-channel shapes better than the BLAS behind ``addmm``/``mm``; the weight gradient
+stays on the BLAS (measured faster there, PROFILE notes of issue 16).
+``set_fusion_enabled(False)`` turns all of them off globally.
 """
 from contextlib import contextmanager
 from typing import Optional
@@ -45,16 +49,61 @@ def fusion_disabled():
         set_fusion_enabled(previous)
 
 
-def fusion_applies(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
-    """True when a fused kernel may replace the plain modules for input ``x``."""
+def _onednn_usable(x: torch.Tensor) -> bool:
+    """oneDNN may run ``x`` (float32 on the CPU, eager, no autocast, switched on)."""
     if not (_enabled and _ONEDNN_OPS) or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
-    if is_tracing() or is_compiling() or cpu_autocast_enabled():
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(
-            p is not None and p.requires_grad for p in params)):
-        return False
-    return True
+    return not (is_tracing() or is_compiling() or cpu_autocast_enabled())
+
+
+def _needs_grad(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(
+        p is not None and p.requires_grad for p in params))
+
+
+def fusion_applies(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    """True when a fused kernel may replace the plain modules for input ``x``."""
+    return _onednn_usable(x) and not _needs_grad(x, *params)
+
+
+def training_kernel_applies(x: torch.Tensor, weight: torch.Tensor,
+                            bias: Optional[torch.Tensor]) -> bool:
+    """True when :class:`OneDNNLinearFunction` may run a Linear that needs gradients."""
+    return (_onednn_usable(x) and _needs_grad(x, weight, bias) and x.dim() >= 2
+            and weight.dtype == torch.float32 and weight.device.type == 'cpu')
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], None)
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` with oneDNN's GEMM for the output and for x's gradient.
+
+    Same maths as ``F.linear`` and its autograd formula (fp32, summation order aside):
+    dx = dy W, dW = dy^T x (BLAS), db = the sum of dy over the tokens. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.with_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_linear(grad, weight.t(), None)  # dy W: W^T as the "weight"
+        rows = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = rows.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.with_bias and ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias
 
 
 def onednn_post_op(act: Optional[nn.Module]) -> Optional[tuple]:
@@ -71,6 +120,9 @@ def onednn_post_op(act: Optional[nn.Module]) -> Optional[tuple]:
 class OneDNNLinear(nn.Linear):
     """nn.Linear whose inference runs through oneDNN, fused with an optional activation.
 
+    Where gradients are needed (training) the product runs through
+    :class:`OneDNNLinearFunction` and the activation after it, unfused.
+
     ``forward(x, act)`` computes ``act(linear(x))``. Measured on our machines (AMD EPYC,
     docs/benchmark.md): oneDNN's fp32 GEMM runs the model's token-by-channel products about
     twice as fast as the BLAS (MKL) behind ``addmm``, and the fused GELU saves a pass over the
@@ -80,7 +132,10 @@ class OneDNNLinear(nn.Linear):
     def forward(self, x: torch.Tensor, act: Optional[nn.Module] = None) -> torch.Tensor:
         post_op = onednn_post_op(act)
         if post_op is None or not fusion_applies(x, self.weight, self.bias):
-            y = super().forward(x)
+            if training_kernel_applies(x, self.weight, self.bias):
+                y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
+            else:
+                y = super().forward(x)
             return y if act is None else act(y)
         attr, scalars, algorithm = post_op
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, scalars,
