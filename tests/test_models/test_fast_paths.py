@@ -72,6 +72,45 @@ def test_conv_norm_act_folds_batch_norm(groups, stride, act):
     torch.testing.assert_close(fused, plain, **FP32)
 
 
+def test_conv_norm_act_folds_once_until_a_source_tensor_changes():
+    """The folded weights are reused between calls and refolded after every kind of change:
+    in-place (an optimizer step, load_state_dict), training statistics, a new parameter."""
+    torch.manual_seed(0)
+    layer = ConvNormAct(8, 8, 3, padding=1, groups=8, norm_cfg=dict(type='BN'),
+                        act_cfg=dict(type='GELU'))
+    randomise_batch_norms(layer)
+    layer.eval()
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+
+    def check(folds: int):
+        fused, plain, counter = fused_and_plain(layer, x)
+        assert counter.count('rsqrt') == folds
+        torch.testing.assert_close(fused, plain, **FP32)
+
+    check(folds=1)
+    check(folds=0)  # reused
+    with torch.no_grad():
+        layer.conv.weight.mul_(2)
+    check(folds=1)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    state['bn.running_var'] += 1
+    layer.load_state_dict(state)
+    check(folds=1)
+    layer.train()
+    layer(x)  # batch statistics update the running ones in place (no version bump)
+    layer.eval()
+    check(folds=1)
+    layer.bn.train()  # the same, with only the BatchNorm switched
+    layer(x)
+    layer.bn.eval()
+    check(folds=1)
+    layer.bn.bias = nn.Parameter(torch.randn(8))
+    check(folds=1)
+    layer.bn.eps = 1e-3
+    check(folds=1)
+    check(folds=0)
+
+
 def test_conv_norm_act_trains_with_batch_statistics():
     layer = ConvNormAct(4, 4, 3, padding=1, norm_cfg=dict(type='BN'), act_cfg=dict(type='GELU'))
     x = torch.randn(2, 4, 6, 6)
