@@ -97,7 +97,8 @@ class OneDNNLinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn_linear(grad, weight.t(), None)  # dy W: W^T as the "weight"
+            # dy W, with W^T as the "weight"; both dense (a no-op for dy as it usually comes)
+            grad_x = _onednn_linear(grad.contiguous(), weight.t().contiguous(), None)
         rows = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[1]:
             grad_weight = rows.t().mm(x.reshape(-1, x.shape[-1]))
