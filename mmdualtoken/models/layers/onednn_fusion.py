@@ -13,7 +13,7 @@ autocast, tracing, export and compilation; every other case takes the plain modu
 Training gets one of them through an autograd function (:class:`OneDNNLinearFunction`):
 the Linear's forward and its input gradient run on oneDNN's GEMM, which serves the model's
 token-by-channel shapes better than the BLAS behind ``addmm``/``mm``; the weight gradient
-stays on the BLAS (measured faster there, PROFILE notes of issue 16).
+stays on the BLAS, which was the faster of the two for it on the shapes profiled for issue 16.
 ``set_fusion_enabled(False)`` turns all of them off globally.
 """
 from contextlib import contextmanager
