@@ -6,6 +6,7 @@ import torch.nn as nn
 from helpers import OpRecorder
 
 from mmdualtoken.models import DualTokenViT
+from mmdualtoken.models.layers import onednn_fusion
 from mmdualtoken.models.layers import (ConvNormAct, OneDNNLinear, fusion_applies,
                                        fusion_disabled)
 
@@ -140,7 +141,8 @@ def test_fusion_only_where_no_gradient_is_needed():
                                      dict(arch=ARCH, local_branch='window'),
                                      dict(arch=ARCH, max_global_tokens=12)])
 @pytest.mark.parametrize('size', [(64, 64), (75, 131)])
-def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size):
+def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size, monkeypatch):
+    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)  # every Linear on oneDNN
     torch.manual_seed(0)
     model = DualTokenViT(**variant)
     randomise_batch_norms(model)
@@ -152,9 +154,10 @@ def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size):
         torch.testing.assert_close(f, p, atol=1e-4, rtol=1e-3)
 
 
-def test_training_runs_no_fused_inference_kernel():
+def test_training_runs_no_fused_inference_kernel(monkeypatch):
     """Training keeps BatchNorm and the activations as separate ops (batch statistics);
     only the Linear products run on oneDNN, through the autograd function."""
+    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)
     torch.manual_seed(0)
     model = DualTokenViT(arch=ARCH).train()
     with OpRecorder() as counter:
@@ -172,7 +175,7 @@ def linear_and_gradients(linear: nn.Module, x: torch.Tensor, grad: torch.Tensor)
     return [y, x.grad, linear.weight.grad, linear.bias.grad if linear.bias is not None else None]
 
 
-@pytest.mark.parametrize('shape', [(7, 24), (2, 5, 7, 24), 'permuted'])
+@pytest.mark.parametrize('shape', [(40, 24), (2, 5, 7, 24), 'permuted'])
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('input_grad', [True, False])
 def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, input_grad):
@@ -199,9 +202,36 @@ def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, in
                 torch.testing.assert_close(f, p, **FP32)
 
 
+@pytest.mark.parametrize('grad', [False, True])
+def test_few_rows_stay_on_the_blas(grad):
+    """Under ONEDNN_MIN_ROWS rows (BiDim's global vector at batch 1) the plain module runs,
+    in inference and in training; at the threshold oneDNN does. Same results either way."""
+    torch.manual_seed(0)
+    linear = OneDNNLinear(24, 40)
+    for rows, onednn in ((1, False), (onednn_fusion.ONEDNN_MIN_ROWS - 1, False),
+                         (onednn_fusion.ONEDNN_MIN_ROWS, True)):
+        x = torch.randn(rows, 1, 1, 24, requires_grad=grad)
+        with torch.set_grad_enabled(grad), OpRecorder() as counter:
+            out = linear(x, nn.GELU())
+        assert (counter.count('mkldnn') > 0) == onednn
+        expected = nn.functional.gelu(nn.functional.linear(x, linear.weight, linear.bias))
+        torch.testing.assert_close(out, expected, **FP32)
+
+
+def test_batch_one_sends_only_the_global_vectors_to_the_blas():
+    """At batch 1, 224: the BiDim global vector's two Linears per block are the only
+    products under the threshold (the rest: stem, merge patches, tokens, all on oneDNN)."""
+    torch.manual_seed(0)
+    model = DualTokenViT(arch='tiny', out_indices=(2, )).eval()
+    with torch.no_grad(), OpRecorder() as counter:
+        model(torch.rand(1, 3, 224, 224))
+    assert counter.count('addmm') == 2 * sum(model.depths)
+    assert counter.count('mkldnn._linear_pointwise') > 0
+
+
 def test_onednn_linear_function_only_where_onednn_applies():
     linear = OneDNNLinear(8, 4)
-    x = torch.randn(3, 8)
+    x = torch.randn(40, 8)  # enough rows for oneDNN
     with OpRecorder() as counter:
         linear.double()(x.double()).sum().backward()  # float64: the plain module
         linear.float()

@@ -30,6 +30,10 @@ _ONEDNN_OPS = (torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, '_linear_pointwise')
                and hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
 _enabled = True
+# Below this many rows (tokens x batch) a Linear stays on the BLAS: oneDNN's fixed cost per
+# call (~12 us more than addmm at 1 row, C = 56..224) outweighs its faster GEMM there; hit at
+# batch 1 by BiDim attention's global vector (1 row per image).
+ONEDNN_MIN_ROWS = 32
 
 
 def set_fusion_enabled(enabled: bool):
@@ -124,7 +128,8 @@ class OneDNNLinear(nn.Linear):
     Where gradients are needed (training) the product runs through
     :class:`OneDNNLinearFunction` and the activation after it, unfused.
 
-    ``forward(x, act)`` computes ``act(linear(x))``. Measured on our machines (AMD EPYC,
+    ``forward(x, act)`` computes ``act(linear(x))``. Inputs of fewer than
+    ``ONEDNN_MIN_ROWS`` rows take the plain module. Measured on our machines (AMD EPYC,
     docs/benchmark.md): oneDNN's fp32 GEMM runs the model's token-by-channel products about
     twice as fast as the BLAS (MKL) behind ``addmm``, and the fused GELU saves a pass over the
     4C-wide hidden tokens. Same parameters and state-dict keys as nn.Linear.
@@ -132,8 +137,9 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor, act: Optional[nn.Module] = None) -> torch.Tensor:
         post_op = onednn_post_op(act)
-        if post_op is None or not fusion_applies(x, self.weight, self.bias):
-            if training_kernel_applies(x, self.weight, self.bias):
+        few_rows = x.numel() < ONEDNN_MIN_ROWS * x.shape[-1]
+        if post_op is None or few_rows or not fusion_applies(x, self.weight, self.bias):
+            if not few_rows and training_kernel_applies(x, self.weight, self.bias):
                 y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
             else:
                 y = super().forward(x)
