@@ -63,3 +63,15 @@ def test_kernel_choices_time_ours_against_each_alternative_and_are_reported():
     report = benchmark.render({}, dict(kernels=rows), gemm, args)
     assert '## Kernel and layout choices' in report
     assert all(f'| {op} | {c} |' in report for op, c, _ in rows)
+
+
+def test_compiled_training_line_reports_speed_up_or_failure():
+    """The extras' compiled training step (timed only in full runs: compilation takes
+    minutes) is rendered with both figures, or says why it is missing."""
+    benchmark = load_tool('analysis/benchmark.py')
+    line = benchmark.compiled_training_line(
+        dict(eager_ips=10., eager_spread=.05, compiled_ips=13., compiled_spread=.1,
+             compile_seconds=95.), 32)
+    assert '13.0 img/s (10%) vs eager 10.0 (5%), 1.30x' in line and '95 s' in line
+    assert 'FAILED (boom)' in benchmark.compiled_training_line(dict(error='boom'), 32)
+    assert 'not measured' in benchmark.compiled_training_line(None, 32)

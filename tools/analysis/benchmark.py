@@ -12,7 +12,8 @@ step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared wi
 GEMM peak measured in the same run (the better of the BLAS and oneDNN). For DualToken-ViT it also
 reports the 800x1333 cost factor over pixel scaling with and without the token budget, the
 speed-up of its fused inference kernels, torch.compile (inference speed-up; training forward
-and backward at a fixed and at changing sizes) and bf16 autocast, peak resident memory of a
+and backward at a fixed and at changing sizes; the training step compiled for its fixed size
+against eager) and bf16 autocast, peak resident memory of a
 RetinaNet-S training step and inference at 800x1333, and the ratios against issue 7's targets.
 
 Issue 16's figures ("speed where users feel it"), each timed interleaved in one run and
@@ -355,6 +356,30 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
     return result
 
 
+def compiled_training(model, batch: int, warmup: int, repeats: int) -> dict:
+    """Training step (224, fwd + bwd + AdamW) of ``model`` eager and under
+    ``torch.compile(dynamic=False)`` (one graph for the fixed size), interleaved.
+
+    Returns dict(eager_ips, compiled_ips, spreads, compile_seconds) or dict(error=...).
+    """
+    compiled = torch.compile(model, dynamic=False)
+    steps = {'eager': train_step_fn(model, batch), 'compiled': train_step_fn(compiled, batch)}
+    try:
+        start = time.perf_counter()
+        steps['compiled']()  # compiles forward and backward
+        compile_seconds = time.perf_counter() - start
+        times = interleaved(steps, warmup, repeats, 'compiled training')
+    except Exception as e:  # report it; the other figures still stand
+        return dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:200]}')
+    finally:
+        model.eval()
+    result = dict(compile_seconds=compile_seconds)
+    for name, t in times.items():
+        med, spread = median_spread(t)
+        result[f'{name}_ips'], result[f'{name}_spread'] = batch / med, spread
+    return result
+
+
 def kernel_choices(batch: int, repeats: int) -> list:
     """The layout and kernel choices of the backbone, timed at DualToken-ViT-S's shapes.
 
@@ -524,6 +549,8 @@ def main(argv=None):
             extras.update(compile_and_bf16(small, args.batch, args.warmup, args.repeats))
         except Exception as e:  # report it; the other figures still stand
             extras['compile_error'] = f'{type(e).__name__}: {str(e)[:300]}'
+        extras['compiled_training'] = compiled_training(
+            build('DualToken-ViT-S'), args.batch, 1, max(3, args.repeats // 2))
         try:
             extras['mem_train'] = peak_memory('train')
             extras['mem_infer'] = peak_memory('infer')
@@ -651,6 +678,19 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
     return lines
 
 
+def compiled_training_line(result: dict, batch: int) -> str:
+    """The compiled training step against eager, for the extras."""
+    if not result:
+        return 'torch.compile(dynamic=False), training step: not measured'
+    if 'error' in result:
+        return f'torch.compile(dynamic=False), training step: FAILED ({result["error"]})'
+    return (f'torch.compile(dynamic=False), training step at 224 batch {batch} (fwd, bwd, '
+            f'AdamW): {result["compiled_ips"]:.1f} img/s ({result["compiled_spread"] * 100:.0f}%)'
+            f' vs eager {result["eager_ips"]:.1f} ({result["eager_spread"] * 100:.0f}%), '
+            f'{result["compiled_ips"] / result["eager_ips"]:.2f}x; first call (compilation) '
+            f'{result["compile_seconds"]:.0f} s')
+
+
 def _ort_version() -> str:
     try:
         import onnxruntime
@@ -698,6 +738,7 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
                   f'{extras["compile_seconds"]:.0f} s); eager runs the fused oneDNN kernels, '
                   f'compiled graphs the plain modules through inductor.',
                   f'- torch.compile, training (batch 2): {extras["train_compile"]}.',
+                  f'- {compiled_training_line(extras.get("compiled_training"), args.batch)}',
                   f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32 eager.']
     if extras.get('memory_error'):
         lines += ['', f'Memory measurement failed: {extras["memory_error"]}']
