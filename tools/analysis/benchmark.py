@@ -222,7 +222,8 @@ def build_detector(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg)
-    model.init_weights()
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-parameter init log
+        model.init_weights()
     return model.train()
 
 
