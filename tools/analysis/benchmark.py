@@ -138,8 +138,6 @@ def train_step_fn(model, batch: int):
 
 
 # ------------------------------------------------------------------ ONNX Runtime, batch 1
-ORT_MODELS = ('DualToken-ViT-T', 'DualToken-ViT-S', 'EdgeNeXt-xsmall', 'EdgeNeXt-small',
-              'ResNet-18')
 GRAPH_OPS = ('Transpose', 'Reshape', 'Einsum', 'Conv', 'MatMul')  # counted per graph
 
 
@@ -534,8 +532,7 @@ def main(argv=None):
 
     ort_results = {}
     if not args.skip_ort:
-        ort_results = ort_latency({n: m for n, m in models.items() if n in ORT_MODELS},
-                                  args.threads, args.warmup, args.ort_repeats)
+        ort_results = ort_latency(models, args.threads, args.warmup, args.ort_repeats)
     det_results = {}
     if args.det_models:
         det_results = detection_training(args.det_models, args.det_batch,
