@@ -25,6 +25,12 @@ def randomise_batch_norms(model: nn.Module):
             m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
 
 
+@pytest.fixture
+def every_row_on_onednn(monkeypatch):
+    """No row threshold: the kernels themselves are compared, at any input size."""
+    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)
+
+
 def fused_and_plain(module: nn.Module, *inputs):
     with torch.no_grad():
         counter = OpRecorder()
@@ -37,7 +43,7 @@ def fused_and_plain(module: nn.Module, *inputs):
 
 @pytest.mark.parametrize('act', [None, nn.GELU(), nn.GELU(approximate='tanh'), nn.ReLU()])
 @pytest.mark.parametrize('bias', [True, False])
-def test_onednn_linear_matches_linear_then_activation(act, bias):
+def test_onednn_linear_matches_linear_then_activation(act, bias, every_row_on_onednn):
     torch.manual_seed(0)
     linear = OneDNNLinear(24, 40, bias=bias)
     x = torch.randn(2, 5, 7, 24)
@@ -141,8 +147,7 @@ def test_fusion_only_where_no_gradient_is_needed():
                                      dict(arch=ARCH, local_branch='window'),
                                      dict(arch=ARCH, max_global_tokens=12)])
 @pytest.mark.parametrize('size', [(64, 64), (75, 131)])
-def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size, monkeypatch):
-    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)  # every Linear on oneDNN
+def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size, every_row_on_onednn):
     torch.manual_seed(0)
     model = DualTokenViT(**variant)
     randomise_batch_norms(model)
@@ -154,10 +159,9 @@ def test_backbone_outputs_unchanged_by_the_fused_kernels(variant, size, monkeypa
         torch.testing.assert_close(f, p, atol=1e-4, rtol=1e-3)
 
 
-def test_training_runs_no_fused_inference_kernel(monkeypatch):
+def test_training_runs_no_fused_inference_kernel(every_row_on_onednn):
     """Training keeps BatchNorm and the activations as separate ops (batch statistics);
     only the Linear products run on oneDNN, through the autograd function."""
-    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)
     torch.manual_seed(0)
     model = DualTokenViT(arch=ARCH).train()
     with OpRecorder() as counter:
@@ -178,7 +182,8 @@ def linear_and_gradients(linear: nn.Module, x: torch.Tensor, grad: torch.Tensor)
 @pytest.mark.parametrize('shape', [(40, 24), (2, 5, 7, 24), 'permuted'])
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('input_grad', [True, False])
-def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, input_grad):
+def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, input_grad,
+                                                                every_row_on_onednn):
     """Forward, dx, dW and db of OneDNNLinearFunction against F.linear's autograd on the
     same weights (fp32 tolerance), twice in a row; non-contiguous inputs and gradients."""
     torch.manual_seed(0)
@@ -204,8 +209,8 @@ def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, in
 
 @pytest.mark.parametrize('grad', [False, True])
 def test_few_rows_stay_on_the_blas(grad):
-    """Under ONEDNN_MIN_ROWS rows (BiDim's global vector at batch 1) the plain module runs,
-    in inference and in training; at the threshold oneDNN does. Same results either way."""
+    """Under ONEDNN_MIN_ROWS rows the plain module runs, in inference and in training; at
+    the threshold oneDNN does. Same results either way."""
     torch.manual_seed(0)
     linear = OneDNNLinear(24, 40)
     for rows, onednn in ((1, False), (onednn_fusion.ONEDNN_MIN_ROWS - 1, False),
@@ -218,20 +223,33 @@ def test_few_rows_stay_on_the_blas(grad):
         torch.testing.assert_close(out, expected, **FP32)
 
 
-def test_batch_one_sends_only_the_global_vectors_to_the_blas():
-    """At batch 1, 224: the BiDim global vector's two Linears per block are the only
-    products under the threshold (the rest: stem, merge patches, tokens, all on oneDNN)."""
+def test_batch_one_runs_only_the_many_row_products_on_onednn():
+    """At batch 1, 224 every Linear product of ONEDNN_MIN_ROWS rows or more runs on oneDNN
+    (stage 1's 784 tokens), every smaller one on the BLAS (stages 2 and 3, the global tokens,
+    BiDim's global vector)."""
+    rows = {'mkldnn._linear_pointwise': [], 'aten.addmm': []}
+
+    class RowRecorder(OpRecorder):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            if name in rows:
+                x = args[0] if name.startswith('mkldnn') else args[1]
+                rows[name].append(x.numel() // x.shape[-1])
+            return func(*args, **(kwargs or {}))
+
     torch.manual_seed(0)
     model = DualTokenViT(arch='tiny', out_indices=(2, )).eval()
-    with torch.no_grad(), OpRecorder() as counter:
+    with torch.no_grad(), RowRecorder():
         model(torch.rand(1, 3, 224, 224))
-    assert counter.count('addmm') == 2 * sum(model.depths)
-    assert counter.count('mkldnn._linear_pointwise') > 0
+    threshold = onednn_fusion.ONEDNN_MIN_ROWS
+    assert rows['mkldnn._linear_pointwise'] and rows['aten.addmm']
+    assert min(rows['mkldnn._linear_pointwise']) >= threshold
+    assert max(rows['aten.addmm']) < threshold
 
 
-def test_onednn_linear_function_only_where_onednn_applies():
+def test_onednn_linear_function_only_where_onednn_applies(every_row_on_onednn):
     linear = OneDNNLinear(8, 4)
-    x = torch.randn(40, 8)  # enough rows for oneDNN
+    x = torch.randn(40, 8)
     with OpRecorder() as counter:
         linear.double()(x.double()).sum().backward()  # float64: the plain module
         linear.float()
@@ -244,7 +262,8 @@ def test_onednn_linear_function_only_where_onednn_applies():
 
 @pytest.mark.parametrize('variant', [dict(arch=ARCH), dict(arch='small-mix', with_cp=True),
                                      dict(arch=ARCH, global_tokens='normal', frozen_stages=1)])
-def test_backbone_training_gradients_unchanged_by_the_onednn_linear(variant):
+def test_backbone_training_gradients_unchanged_by_the_onednn_linear(variant,
+                                                                    every_row_on_onednn):
     """One training forward and backward, oneDNN Linear against the plain modules: the
     outputs and every parameter's gradient agree (fp32 tolerance; BatchNorm in training
     mode on both paths)."""

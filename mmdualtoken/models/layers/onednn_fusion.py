@@ -31,9 +31,12 @@ _ONEDNN_OPS = (torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
 _enabled = True
 # Below this many rows (tokens x batch) a Linear stays on the BLAS: oneDNN's fixed cost per
-# call (~12 us more than addmm at 1 row, C = 56..224) outweighs its faster GEMM there; hit at
-# batch 1 by BiDim attention's global vector (1 row per image).
-ONEDNN_MIN_ROWS = 32
+# call (~12-14 us more than addmm, e.g. 31 vs 17 us for 49 rows, 56 -> 224) outweighs its
+# faster GEMM there. At batch 1, 224 that keeps stages 2 and 3 (196 and 49 rows), the global
+# tokens (49) and BiDim attention's global vector (1) on the BLAS; batch 32 has >= 1568 rows
+# everywhere but the global vector. (Whole-model A/B at batch 1 and 32 preferred 256 to 32
+# and to no oneDNN Linear at all; issue 16's notes.)
+ONEDNN_MIN_ROWS = 256
 
 
 def set_fusion_enabled(enabled: bool):
