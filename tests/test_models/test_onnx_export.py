@@ -102,3 +102,19 @@ def test_another_token_count_and_one_step_downsampling(tmp_path, exporter):
     else:
         export_dynamo(model, path, torch.rand(1, 3, 96, 128))
     assert_runtime_matches(model, path, [(224, 224), (233, 377), (64, 64)])
+
+
+@pytest.mark.parametrize('grid_size', [7, 5])
+def test_dynamo_exporter_at_a_fixed_size_skips_only_the_identity_resizes(tmp_path, grid_size):
+    """Exported for one size (no dynamic shapes) the sizes are plain ints: at 224 with 7x7
+    tokens no resize is recorded (the graph for every size multiplies by 7x7 identity
+    matrices, 2 einsums per block); 5x5 tokens are still resized, by the matrix products."""
+    import onnx
+    torch.manual_seed(0)
+    model = DualTokenViT(arch=ARCH, grid_size=grid_size).eval()
+    path = str(tmp_path / 'static.onnx')
+    torch.onnx.export(model, (torch.rand(1, 3, 224, 224), ), path, dynamo=True,
+                      input_names=['image'], output_names=OUTPUTS)
+    einsums = sum(n.op_type == 'Einsum' for n in onnx.load(path).graph.node)
+    assert (einsums == 0) == (grid_size == 7)
+    assert_runtime_matches(model, path, [(224, 224)])

@@ -3,10 +3,13 @@ from helpers import load_tool, run_tool
 
 
 def test_benchmark_quick_run_writes_report(tmp_path):
+    """Every section in a tiny mode: 1 round, batch 2, RetinaNet at 96x128 (no timings
+    checked)."""
     out = tmp_path / 'benchmark.md'
     run_tool('analysis/benchmark.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
              '--repeats', '1', '--warmup', '0', '--batch', '2', '--threads', '1',
-             '--skip-extras', '--out', str(out), cwd=str(tmp_path), timeout=900)
+             '--skip-extras', '--ort-repeats', '1', '--det-size', '96', '128',
+             '--det-repeats', '1', '--out', str(out), cwd=str(tmp_path), timeout=900)
     text = out.read_text()
     for row in ('| DualToken-ViT-T |', '| ResNet-18 |', '| DualToken-ViT-T (budget) |'):
         assert row in text
@@ -14,6 +17,36 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     assert '## Targets (issue 7)' in text
     assert '- T at 800x1333 over pixel scaling' in text  # with and without the token budget
     assert (tmp_path / 'benchmark.png').stat().st_size > 10000
+    # issue 16: batch-1 latency in eager and ONNX Runtime, with the exported graph's counts
+    latency = text.split('## Batch-1 latency at 224: eager and ONNX Runtime')[1]
+    for name in ('DualToken-ViT-T', 'ResNet-18'):
+        cells = next(line for line in latency.splitlines() if line.startswith(f'| {name} |'))
+        assert cells.count('|') == 10 and 'n/a' not in cells and 'failed' not in cells, cells
+    # the RetinaNet iteration with the three backbones, and every target with its figures
+    assert '## RetinaNet training iteration, 128x96, batch 2' in text
+    for backbone in ('DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small'):
+        assert f'| {backbone} | ' in text
+    targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
+    assert len(targets) == 6 and all('target: ' in line for line in targets)
+    assert targets[4].startswith('- RetinaNet training iteration: S ')
+
+
+def test_speed_targets_report_each_figure_beside_its_target():
+    benchmark = load_tool('analysis/benchmark.py')
+    rows = {'DualToken-ViT-S': dict(eager_ms=20., train_ips=30., ips32=60.),
+            'ResNet-18': dict(eager_ms=25., train_ips=20., ips32=40.),
+            'EdgeNeXt-small': dict(train_ips=25.)}
+    ort = {'DualToken-ViT-S': dict(ms=20.), 'ResNet-18': dict(ms=18.)}
+    det = {'DualToken-ViT-S': dict(s=2.), 'ResNet-18': dict(s=2.5)}
+    lines = benchmark.speed_target_lines(rows, ort, det)
+    assert len(lines) == 6
+    assert 'S 20.0 ms, ResNet-18 25.0 ms: S at 1.25x' in lines[0] and lines[0].endswith('met)')
+    assert 'S at 0.90x' in lines[1] and 'NOT met' in lines[1]  # ONNX Runtime: slower
+    assert 'S at 1.50x' in lines[2] and 'target: S >= 1.20x ResNet-18; met' in lines[2]
+    assert 'S at 1.20x' in lines[3] and 'NOT met' in lines[3]  # 1.3x EdgeNeXt needed
+    assert 'S 2.000 s, ResNet-18 2.500 s' in lines[4] and lines[4].endswith('met)')
+    assert 'S at 1.50x' in lines[5]
+    assert 'n/a' in benchmark.speed_target_lines({}, {}, {})[0]
 
 
 def test_kernel_choices_time_ours_against_each_alternative_and_are_reported():
@@ -30,3 +63,15 @@ def test_kernel_choices_time_ours_against_each_alternative_and_are_reported():
     report = benchmark.render({}, dict(kernels=rows), gemm, args)
     assert '## Kernel and layout choices' in report
     assert all(f'| {op} | {c} |' in report for op, c, _ in rows)
+
+
+def test_compiled_training_line_reports_speed_up_or_failure():
+    """The extras' compiled training step (timed only in full runs: compilation takes
+    minutes) is rendered with both figures, or says why it is missing."""
+    benchmark = load_tool('analysis/benchmark.py')
+    line = benchmark.compiled_training_line(
+        dict(eager_ips=10., eager_spread=.05, compiled_ips=13., compiled_spread=.1,
+             compile_seconds=95.), 32)
+    assert '13.0 img/s (10%) vs eager 10.0 (5%), 1.30x' in line and '95 s' in line
+    assert 'FAILED (boom)' in benchmark.compiled_training_line(dict(error='boom'), 32)
+    assert 'not measured' in benchmark.compiled_training_line(None, 32)

@@ -12,16 +12,31 @@ step (forward, backward, AdamW) at 224, batch 32. Achieved GMAC/s is compared wi
 GEMM peak measured in the same run (the better of the BLAS and oneDNN). For DualToken-ViT it also
 reports the 800x1333 cost factor over pixel scaling with and without the token budget, the
 speed-up of its fused inference kernels, torch.compile (inference speed-up; training forward
-and backward at a fixed and at changing sizes) and bf16 autocast, peak resident memory of a
+and backward at a fixed and at changing sizes; the training step compiled for its fixed size
+against eager) and bf16 autocast, peak resident memory of a
 RetinaNet-S training step and inference at 800x1333, and the ratios against issue 7's targets.
+
+Issue 16's figures ("speed where users feel it"), each timed interleaved in one run and
+reported with its spread ((max - min) / median): batch-1 latency at 224 in eager PyTorch and
+in ONNX Runtime (every model exported by the same torch.export-based exporter at a fixed
+size, one session option set: ``--threads`` intra-op threads, sequential execution, all
+graph optimisations), with the node counts of each exported graph; the training step above;
+and a RetinaNet training iteration (forward, backward, AdamW) at 1333x800, batch 2, with the
+neck and head of configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget),
+mmdet's ResNet-18 and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input
+channels adapted). Every target is printed with the measured figure beside it.
 Writes a markdown report and a PNG of throughput against MACs.
 """
 import argparse
+import collections
+import contextlib
+import io
 import os
 import os.path as osp
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -122,6 +137,131 @@ def train_step_fn(model, batch: int):
     return run
 
 
+# ------------------------------------------------------------------ ONNX Runtime, batch 1
+GRAPH_OPS = ('Transpose', 'Reshape', 'Einsum', 'Conv', 'MatMul')  # counted per graph
+
+
+def export_onnx(model: torch.nn.Module, path: str, size=(224, 224)) -> dict:
+    """Export ``model`` (batch 1, fixed ``size``) with the torch.export-based exporter.
+
+    Returns the node counts of the written graph: 'nodes' and one entry per GRAPH_OPS.
+    """
+    import onnx
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        torch.onnx.export(model, (torch.rand(1, 3, *size), ), path, dynamo=True,
+                          input_names=['image'])
+    counts = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
+    return dict(nodes=sum(counts.values()), **{op: counts.get(op, 0) for op in GRAPH_OPS})
+
+
+def ort_session(path: str, threads: int):
+    """The one ONNX Runtime session set-up every model gets."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+
+def ort_latency(models: Dict[str, torch.nn.Module], threads: int, warmup: int, repeats: int,
+                size=(224, 224)) -> dict:
+    """Batch-1 latency (ms) in ONNX Runtime, interleaved: {name: dict(ms, spread, graph)}.
+
+    A model whose export fails gets dict(error=...) instead.
+    """
+    results, fns = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in tqdm(models.items(), desc='ONNX export', unit='model', leave=False):
+            path = osp.join(tmp, f'{len(fns)}.onnx')
+            try:
+                graph = export_onnx(model, path, size)
+                session = ort_session(path, threads)
+            except Exception as e:  # report it; the other models still run
+                results[name] = dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:150]}')
+                continue
+            x = {'image': torch.rand(1, 3, *size).numpy()}
+            fns[name] = lambda session=session, x=x: session.run(None, x)
+            results[name] = dict(graph=graph)
+        times = interleaved(fns, warmup, repeats, 'ONNX Runtime b1')
+    for name, t in times.items():
+        med, spread = median_spread(t)
+        results[name].update(ms=med * 1e3, spread=spread)
+    return results
+
+
+# ------------------------------------------------------------------ RetinaNet training
+DET_CONFIG = osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py')
+DET_BACKBONES = {  # name: (backbone config, channels into the neck); None: the config's own
+    'DualToken-ViT-S': None,
+    # mmdet's ResNet-18 as its RetinaNet configs train it (stem and stage 1 frozen, BN eval)
+    'ResNet-18': (dict(type='ResNet', depth=18, num_stages=4, out_indices=(1, 2, 3),
+                       frozen_stages=1, norm_cfg=dict(type='BN', requires_grad=True),
+                       norm_eval=True, style='pytorch'), [128, 256, 512]),
+    'EdgeNeXt-small': (dict(type='mmpretrain.EdgeNeXt', arch='small', out_indices=(1, 2, 3),
+                            drop_path_rate=0.1, gap_before_final_norm=False),
+                       [96, 160, 304]),
+}
+
+
+def build_detector(name: str) -> torch.nn.Module:
+    """RetinaNet of configs/retinanet_dualtoken_s.py with the backbone ``name`` (see
+    DET_BACKBONES): same neck (strides 8-32 in, P3-P7 out) and head."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+    import mmpretrain.models  # noqa: F401  (registers mmpretrain.EdgeNeXt)
+    cfg = Config.fromfile(DET_CONFIG).model
+    if DET_BACKBONES[name] is not None:
+        backbone, in_channels = DET_BACKBONES[name]
+        cfg.backbone = Config(backbone)
+        cfg.neck.in_channels = in_channels
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-parameter init log
+        model.init_weights()
+    return model.train()
+
+
+def detection_batch(batch: int, size=(800, 1333)) -> tuple:
+    """Images padded as mmdet pads them (to a multiple of 32) and one box per image."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    h, w = size
+    padded = (-(-h // 32) * 32, -(-w // 32) * 32)
+    samples = []
+    for _ in range(batch):
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), pad_shape=padded,
+                                             batch_input_shape=padded, scale_factor=(1., 1.),
+                                             ori_shape=(h, w)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[w * .1, h * .1, w * .4, h * .6]]), labels=torch.tensor([3]))
+        samples.append(sample)
+    return torch.rand(batch, 3, *padded), samples
+
+
+def detector_train_fn(model, batch: int, size=(800, 1333)):
+    """One training iteration: forward, losses, backward, AdamW step."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, samples = detection_batch(batch, size)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = model.parse_losses(model.loss(x, samples))
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def detection_training(names, batch: int, size, warmup: int, repeats: int) -> dict:
+    """Seconds per RetinaNet training iteration, interleaved: {name: dict(s, spread)}."""
+    fns = {n: detector_train_fn(build_detector(n), batch, size) for n in names}
+    times = interleaved(fns, warmup, repeats, f'RetinaNet train {size[1]}x{size[0]}')
+    return {n: dict(zip(('s', 'spread'), median_spread(t))) for n, t in times.items()}
+
+
 def peak_memory(kind: str) -> float:
     """Peak resident memory (GB) of a fresh process running a RetinaNet-S step at 800x1333."""
     code = f'''
@@ -215,6 +355,30 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
     return result
 
 
+def compiled_training(model, batch: int, warmup: int, repeats: int) -> dict:
+    """Training step (224, fwd + bwd + AdamW) of ``model`` eager and under
+    ``torch.compile(dynamic=False)`` (one graph for the fixed size), interleaved.
+
+    Returns dict(eager_ips, compiled_ips, spreads, compile_seconds) or dict(error=...).
+    """
+    compiled = torch.compile(model, dynamic=False)
+    steps = {'eager': train_step_fn(model, batch), 'compiled': train_step_fn(compiled, batch)}
+    try:
+        start = time.perf_counter()
+        steps['compiled']()  # compiles forward and backward
+        compile_seconds = time.perf_counter() - start
+        times = interleaved(steps, warmup, repeats, 'compiled training')
+    except Exception as e:  # report it; the other figures still stand
+        return dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:200]}')
+    finally:
+        model.eval()
+    result = dict(compile_seconds=compile_seconds)
+    for name, t in times.items():
+        med, spread = median_spread(t)
+        result[f'{name}_ips'], result[f'{name}_spread'] = batch / med, spread
+    return result
+
+
 def kernel_choices(batch: int, repeats: int) -> list:
     """The layout and kernel choices of the backbone, timed at DualToken-ViT-S's shapes.
 
@@ -286,6 +450,16 @@ def main(argv=None):
                         choices=list(OURS) + list(PEERS))
     parser.add_argument('--skip-extras', action='store_true',
                         help='skip torch.compile, bf16 and memory (quick runs)')
+    parser.add_argument('--ort-repeats', type=int, default=30,
+                        help='interleaved rounds of the ONNX Runtime batch-1 latency')
+    parser.add_argument('--skip-ort', action='store_true', help='skip ONNX Runtime')
+    parser.add_argument('--det-size', type=int, nargs=2, default=(800, 1333),
+                        metavar=('H', 'W'), help='image size of the RetinaNet iteration')
+    parser.add_argument('--det-batch', type=int, default=2)
+    parser.add_argument('--det-repeats', type=int, default=5)
+    parser.add_argument('--det-models', nargs='*', default=list(DET_BACKBONES),
+                        choices=list(DET_BACKBONES),
+                        help='RetinaNet backbones (none: skip the section)')
     parser.add_argument('--out', help='write the markdown report here (PNG beside it)')
     args = parser.parse_args(argv)
     if args.out:  # fail now, not after minutes of timing
@@ -317,6 +491,8 @@ def main(argv=None):
             med, spread = median_spread(t)
             rows[name][key] = batch / med
             rows[name][key + '_spread'] = spread
+            if batch == 1:
+                rows[name]['eager_ms'] = med * 1e3
     for name, r in rows.items():
         r['gmacs'] = r['macs'] * r['ips32']
         r['peak_fraction'] = r['gmacs'] / peak
@@ -350,7 +526,18 @@ def main(argv=None):
     times = interleaved({n: train_step_fn(m, args.batch) for n, m in models.items()},
                         1, max(3, args.repeats // 2), 'train step')
     for name, t in times.items():
-        rows[name]['train_ips'] = args.batch / statistics.median(t)
+        med, spread = median_spread(t)
+        rows[name]['train_ips'] = args.batch / med
+        rows[name]['train_ips_spread'] = spread
+
+    ort_results = {}
+    if not args.skip_ort:
+        ort_results = ort_latency(models, args.threads, args.warmup, args.ort_repeats)
+    det_results = {}
+    if args.det_models:
+        det_results = detection_training(args.det_models, args.det_batch,
+                                         tuple(args.det_size), min(1, args.warmup),
+                                         args.det_repeats)
 
     extras = {}
     if not args.skip_extras:
@@ -360,12 +547,15 @@ def main(argv=None):
             extras.update(compile_and_bf16(small, args.batch, args.warmup, args.repeats))
         except Exception as e:  # report it; the other figures still stand
             extras['compile_error'] = f'{type(e).__name__}: {str(e)[:300]}'
+        extras['compiled_training'] = compiled_training(
+            build('DualToken-ViT-S'), args.batch, 1, max(3, args.repeats // 2))
         try:
             extras['mem_train'] = peak_memory('train')
             extras['mem_infer'] = peak_memory('infer')
         except subprocess.CalledProcessError as e:
             extras['memory_error'] = e.stderr.strip().splitlines()[-1][:300]
 
+    extras.update(ort=ort_results, det=det_results)
     report = render(rows, extras, gemm, args)
     print(report)
     if args.out:
@@ -414,6 +604,99 @@ def target_lines(rows: dict) -> list:
     return lines
 
 
+SPEED_TARGETS = (  # issue 16: (what, source, metric, peer, ratio S must reach, unit)
+    # source 'rows' / 'ort' / 'det'; for times (ms, s) the ratio is peer time / S time
+    ('batch-1 latency at 224, eager', 'rows', 'eager_ms', 'ResNet-18', 1.0, 'ms'),
+    ('batch-1 latency at 224, ONNX Runtime', 'ort', 'ms', 'ResNet-18', 1.0, 'ms'),
+    ('training step at 224 (fwd, bwd, AdamW)', 'rows', 'train_ips', 'ResNet-18', 1.2, 'img/s'),
+    ('training step at 224 (fwd, bwd, AdamW)', 'rows', 'train_ips', 'EdgeNeXt-small', 1.3,
+     'img/s'),
+    ('RetinaNet training iteration', 'det', 's', 'ResNet-18', 1.0, 's'),
+    ('inference at 224, large batch', 'rows', 'ips32', 'ResNet-18', 1.3, 'img/s'),
+)
+
+
+def speed_target_lines(rows: dict, ort: dict, det: dict) -> list:
+    """One line per target of issue 16: both figures, the ratio and the target beside it."""
+    sources = dict(rows=rows, ort=ort, det=det)
+    ours, lines = 'DualToken-ViT-S', []
+    for what, source, metric, peer, needed, unit in SPEED_TARGETS:
+        table = sources[source]
+        mine, theirs = table.get(ours, {}).get(metric), table.get(peer, {}).get(metric)
+        target = (f'S no slower than {peer}' if needed == 1.0 else
+                  f'S >= {needed:.2f}x {peer}')
+        if mine is None or theirs is None:
+            lines.append(f'- {what}: n/a, not measured in this run (target: {target})')
+            continue
+        ratio = theirs / mine if unit in ('ms', 's') else mine / theirs
+        lines.append(f'- {what}: S {mine:.{3 if unit == "s" else 1}f} {unit}, {peer} '
+                     f'{theirs:.{3 if unit == "s" else 1}f} {unit}: S at {ratio:.2f}x '
+                     f'{peer}\'s speed (target: {target}; '
+                     f'{"met" if ratio >= needed else "NOT met"})')
+    return lines
+
+
+def _spread(r: dict, key: str) -> str:
+    return f' ({r[key] * 100:.0f}%)' if key in r else ''
+
+
+def speed_sections(rows: dict, extras: dict, args) -> list:
+    """The batch-1 (eager, ONNX Runtime) table, the RetinaNet table and issue 16's targets."""
+    ort, det = extras.get('ort') or {}, extras.get('det') or {}
+    lines = ['', '## Batch-1 latency at 224: eager and ONNX Runtime', '',
+             f'Median ms of interleaved calls (spread = (max - min) / median). ONNX Runtime '
+             f'{_ort_version()}: each model exported by torch.onnx.export(dynamo=True) at '
+             f'1x3x224x224, {args.threads} intra-op threads, sequential, all graph '
+             f'optimisations, {getattr(args, "ort_repeats", "n/a")} rounds. Node counts are '
+             f'of the exported graph, before ONNX Runtime optimises it.', '',
+             '| model | eager ms (spread) | ONNX Runtime ms (spread) | ONNX nodes | '
+             + ' | '.join(GRAPH_OPS) + ' |', '|---|---|---|---|' + '---|' * len(GRAPH_OPS)]
+    for n, r in rows.items():
+        if 'eager_ms' not in r and n not in ort:
+            continue
+        o = ort.get(n, {})
+        graph = o.get('graph', {})
+        ort_cell = (f'{o["ms"]:.1f}{_spread(o, "spread")}' if 'ms' in o else
+                    f'failed: {o["error"]}' if 'error' in o else 'n/a')
+        lines.append(f'| {n} | {_fmt(r.get("eager_ms"))}{_spread(r, "ips1_spread")} | '
+                     f'{ort_cell} | {graph.get("nodes", "n/a")} | '
+                     + ' | '.join(str(graph.get(op, 'n/a')) for op in GRAPH_OPS) + ' |')
+    if det:
+        h, w = getattr(args, 'det_size', (800, 1333))
+        lines += ['', f'## RetinaNet training iteration, {w}x{h}, batch '
+                      f'{getattr(args, "det_batch", 2)}', '',
+                  'Forward, losses, backward and AdamW step of configs/retinanet_dualtoken_s.py '
+                  '(FPN neck, RetinaNet head) with each backbone; DualToken-ViT-S with the '
+                  'config\'s 196-token budget, ResNet-18 as mmdet trains it (stem and stage 1 '
+                  'frozen, BN in eval mode), EdgeNeXt-small (mmpretrain) all trainable; '
+                  'interleaved.', '', '| backbone | s / iteration (spread) |', '|---|---|']
+        lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} |' for n, r in det.items()]
+    lines += ['', '## Targets (issue 16), from this run', '']
+    lines += speed_target_lines(rows, ort, det)
+    return lines
+
+
+def compiled_training_line(result: dict, batch: int) -> str:
+    """The compiled training step against eager, for the extras."""
+    if not result:
+        return 'torch.compile(dynamic=False), training step: not measured'
+    if 'error' in result:
+        return f'torch.compile(dynamic=False), training step: FAILED ({result["error"]})'
+    return (f'torch.compile(dynamic=False), training step at 224 batch {batch} (fwd, bwd, '
+            f'AdamW): {result["compiled_ips"]:.1f} img/s ({result["compiled_spread"] * 100:.0f}%)'
+            f' vs eager {result["eager_ips"]:.1f} ({result["eager_spread"] * 100:.0f}%), '
+            f'{result["compiled_ips"] / result["eager_ips"]:.2f}x; first call (compilation) '
+            f'{result["compile_seconds"]:.0f} s')
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+        return onnxruntime.__version__
+    except ImportError:
+        return '(not installed)'
+
+
 def render(rows: dict, extras: dict, gemm: dict, args) -> str:
     peak = gemm['peak']
     lines = [
@@ -426,7 +709,7 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
         '); "of peak" is achieved GMAC/s over it.',
         '',
         '| model | params (M) | MACs 224 (G) | img/s b1 | img/s b32 (spread) | GMAC/s | '
-        'of peak | train img/s b32 | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
+        'of peak | train img/s b32 (spread) | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
         '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for n, r in rows.items():
@@ -436,9 +719,11 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
             f'| {n} | {_fmt(r.get("params"), ".2f")} | {_fmt(r.get("macs"), ".3f")} | '
             f'{_fmt(r.get("ips1"))} | {_fmt(r.get("ips32"))}{spread} | '
             f'{_fmt(r.get("gmacs"))} | {of_peak} | '
-            f'{_fmt(r.get("train_ips"))} | {_fmt(r.get("lat512x512"))} | '
+            f'{_fmt(r.get("train_ips"))}{_spread(r, "train_ips_spread")} | '
+            f'{_fmt(r.get("lat512x512"))} | '
             f'{_fmt(r.get("lat800x1333"))} | {_fmt(r.get("dense_factor"), ".2f")} |')
     lines += ['', '## Targets (issue 7), ratios from this run', ''] + target_lines(rows)
+    lines += speed_sections(rows, extras, args)
     if extras.get('compile_error'):
         lines += ['', f'torch.compile/bf16 failed: {extras["compile_error"]}']
     if 'compile_speedup' in extras:
@@ -451,6 +736,7 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
                   f'{extras["compile_seconds"]:.0f} s); eager runs the fused oneDNN kernels, '
                   f'compiled graphs the plain modules through inductor.',
                   f'- torch.compile, training (batch 2): {extras["train_compile"]}.',
+                  f'- {compiled_training_line(extras.get("compiled_training"), args.batch)}',
                   f'- bf16 autocast: {extras["bf16_speedup"]:.2f}x over fp32 eager.']
     if extras.get('memory_error'):
         lines += ['', f'Memory measurement failed: {extras["memory_error"]}']

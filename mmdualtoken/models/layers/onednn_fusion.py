@@ -7,10 +7,14 @@ activation as a post-op of the same kernel; an eval BatchNorm folds into the con
 The maths is unchanged (same erf GELU; tests compare both paths on the same weights).
 
 The kernels are the oneDNN operators PyTorch registers for its compiler
-(``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so they
-run only when nothing needs a gradient, on float32 CPU tensors, outside autocast, tracing,
-export and compilation; every other case takes the plain modules.
-``set_fusion_enabled(False)`` turns them off globally.
+(``torch.ops.mkldnn``), called here in eager mode. They have no autograd formula, so the
+fused paths run only when nothing needs a gradient, on float32 CPU tensors, outside
+autocast, tracing, export and compilation; every other case takes the plain modules.
+Training gets one of them through an autograd function (:class:`OneDNNLinearFunction`):
+the Linear's forward and its input gradient run on oneDNN's GEMM, which serves the model's
+token-by-channel shapes better than the BLAS behind ``addmm``/``mm``; the weight gradient
+stays on the BLAS, which was the faster of the two for it on the shapes profiled for issue 16.
+``set_fusion_enabled(False)`` turns all of them off globally.
 """
 from contextlib import contextmanager
 from typing import Optional
@@ -26,6 +30,13 @@ _ONEDNN_OPS = (torch.backends.mkldnn.is_available()
                and hasattr(torch.ops.mkldnn, '_linear_pointwise')
                and hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
 _enabled = True
+# Below this many rows (tokens x batch) a Linear stays on the BLAS: oneDNN's fixed cost per
+# call (~12-14 us more than addmm, e.g. 31 vs 17 us for 49 rows, 56 -> 224) outweighs its
+# faster GEMM there. At batch 1, 224 that keeps stages 2 and 3 (196 and 49 rows), the global
+# tokens (49) and BiDim attention's global vector (1) on the BLAS; batch 32 has >= 1568 rows
+# everywhere but the global vector. (Whole-model A/B at batch 1 and 32 preferred 256 to 32
+# and to no oneDNN Linear at all; issue 16's notes.)
+ONEDNN_MIN_ROWS = 256
 
 
 def set_fusion_enabled(enabled: bool):
@@ -45,16 +56,62 @@ def fusion_disabled():
         set_fusion_enabled(previous)
 
 
-def fusion_applies(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
-    """True when a fused kernel may replace the plain modules for input ``x``."""
+def _onednn_usable(x: torch.Tensor) -> bool:
+    """oneDNN may run ``x`` (float32 on the CPU, eager, no autocast, switched on)."""
     if not (_enabled and _ONEDNN_OPS) or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
-    if is_tracing() or is_compiling() or cpu_autocast_enabled():
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(
-            p is not None and p.requires_grad for p in params)):
-        return False
-    return True
+    return not (is_tracing() or is_compiling() or cpu_autocast_enabled())
+
+
+def _needs_grad(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(
+        p is not None and p.requires_grad for p in params))
+
+
+def fusion_applies(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    """True when a fused kernel may replace the plain modules for input ``x``."""
+    return _onednn_usable(x) and not _needs_grad(x, *params)
+
+
+def training_kernel_applies(x: torch.Tensor, weight: torch.Tensor,
+                            bias: Optional[torch.Tensor]) -> bool:
+    """True when :class:`OneDNNLinearFunction` may run a Linear that needs gradients."""
+    return (_onednn_usable(x) and _needs_grad(x, weight, bias) and x.dim() >= 2
+            and weight.dtype == torch.float32 and weight.device.type == 'cpu')
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], None)
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` with oneDNN's GEMM for the output and for x's gradient.
+
+    Same maths as ``F.linear`` and its autograd formula (fp32, summation order aside):
+    dx = dy W, dW = dy^T x (BLAS), db = the sum of dy over the tokens. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.with_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # dy W, with W^T as the "weight"; both dense (a no-op for dy as it usually comes)
+            grad_x = _onednn_linear(grad.contiguous(), weight.t().contiguous(), None)
+        rows = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = rows.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.with_bias and ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias
 
 
 def onednn_post_op(act: Optional[nn.Module]) -> Optional[tuple]:
@@ -71,7 +128,11 @@ def onednn_post_op(act: Optional[nn.Module]) -> Optional[tuple]:
 class OneDNNLinear(nn.Linear):
     """nn.Linear whose inference runs through oneDNN, fused with an optional activation.
 
-    ``forward(x, act)`` computes ``act(linear(x))``. Measured on our machines (AMD EPYC,
+    Where gradients are needed (training) the product runs through
+    :class:`OneDNNLinearFunction` and the activation after it, unfused.
+
+    ``forward(x, act)`` computes ``act(linear(x))``. Inputs of fewer than
+    ``ONEDNN_MIN_ROWS`` rows take the plain module. Measured on our machines (AMD EPYC,
     docs/benchmark.md): oneDNN's fp32 GEMM runs the model's token-by-channel products about
     twice as fast as the BLAS (MKL) behind ``addmm``, and the fused GELU saves a pass over the
     4C-wide hidden tokens. Same parameters and state-dict keys as nn.Linear.
@@ -79,8 +140,12 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor, act: Optional[nn.Module] = None) -> torch.Tensor:
         post_op = onednn_post_op(act)
-        if post_op is None or not fusion_applies(x, self.weight, self.bias):
-            y = super().forward(x)
+        few_rows = x.numel() < ONEDNN_MIN_ROWS * x.shape[-1]
+        if post_op is None or few_rows or not fusion_applies(x, self.weight, self.bias):
+            if not few_rows and training_kernel_applies(x, self.weight, self.bias):
+                y = OneDNNLinearFunction.apply(x, self.weight, self.bias)
+            else:
+                y = super().forward(x)
             return y if act is None else act(y)
         attr, scalars, algorithm = post_op
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, scalars,
@@ -93,8 +158,15 @@ class ConvNormAct(ConvModule):
     With an eval-mode BatchNorm (running statistics), the norm is folded into the conv's
     weight and bias, and the activation runs as the conv kernel's post-op: one pass over
     memory instead of three. Training, other norms and other layer orders use ConvModule's
-    own forward. State-dict keys are ConvModule's.
+    own forward. State-dict keys are ConvModule's. The folded weight and bias are kept
+    between calls (about seven small ops fewer per layer and call, which is what batch-1
+    latency pays for) until a tensor they come from changes: a new tensor, new storage or an
+    in-place update (load_state_dict, an optimizer step). BatchNorm updates its running
+    statistics inside its kernel, which bumps no version counter: every batch in training
+    mode bumps ``num_batches_tracked``, which is in the key, and ``train()``/``eval()`` drop
+    the folded weights as well.
     """
+    _folded = None  # (key, weight, bias) of the last fold
 
     def forward(self, x: torch.Tensor, activate: bool = True, norm: bool = True):
         post_op = onednn_post_op(self.activate if self.with_activation and activate else None)
@@ -109,12 +181,26 @@ class ConvNormAct(ConvModule):
             return super().forward(x, activate=activate, norm=norm)
         weight, bias = self.conv.weight, self.conv.bias
         if bn is not None:
-            weight, bias = fold_batch_norm(weight, bias, bn)
+            weight, bias = self._fold(bn)
         attr, scalars, algorithm = post_op
         conv = self.conv
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, attr,
             scalars, algorithm or None)
+
+    def train(self, mode: bool = True):
+        self._folded = None
+        return super().train(mode)
+
+    def _fold(self, bn: _BatchNorm) -> tuple:
+        """The folded (weight, bias), recomputed only when a source tensor changed."""
+        sources = (self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean,
+                   bn.running_var, bn.num_batches_tracked)
+        key = tuple(None if t is None else (id(t), t.data_ptr(), t._version, t.dtype)
+                    for t in sources) + (bn.eps, )
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, *fold_batch_norm(self.conv.weight, self.conv.bias, bn))
+        return self._folded[1:]
 
 
 def fold_batch_norm(weight: torch.Tensor, bias: Optional[torch.Tensor],

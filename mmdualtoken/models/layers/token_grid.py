@@ -17,6 +17,13 @@ def sizes_are_concrete() -> bool:
     return not is_tracing()
 
 
+def sizes_are_static(*sizes) -> bool:
+    """True when every size is a plain int, also while exporting: torch.export without
+    dynamic shapes (a graph for one input size), where a test on them records no guard.
+    TorchScript tracing gives tensors and dynamic shapes give SymInts: False for those."""
+    return all(type(s) is int for s in sizes)
+
+
 def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
     """(B, H, W, C) tokens as the NCHW tensor that convolutions and pools take.
 
@@ -35,10 +42,10 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
     interpolated at the model's native resolution.
     """
     h, w = size[0], size[1]  # may be symbolic while exporting: no int()
-    if sizes_are_concrete():
+    if sizes_are_concrete() or sizes_are_static(tokens.shape[1], tokens.shape[2], h, w):
         if tokens.shape[1] == h and tokens.shape[2] == w:
             return tokens
-    elif mode == 'bicubic':
+    if not sizes_are_concrete() and mode == 'bicubic':
         # exporting: ONNX Runtime cannot run a bicubic Resize that shrinks a (B, h, w, C)
         # map (its layout optimiser moves the resize onto the token layout, where cubic mode
         # only enlarges), so the same separable interpolation is two matrix products
