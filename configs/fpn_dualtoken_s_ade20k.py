@@ -4,7 +4,7 @@
 #   tools/dist_train.sh configs/fpn_dualtoken_s_ade20k.py 4      # data under data/ade
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    './_base_/datasets/ade20k_checked.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
     './_base_/reliability.py',
@@ -40,31 +40,8 @@ model = dict(
         norm_cfg=norm_cfg),
     test_cfg=dict(mode='whole'))
 
-# mmseg's ADE20K pipelines with the checks of mmdualtoken.datasets.transforms: a missing,
-# truncated or undecodable training image, or a label map that does not fit its image (size,
-# values out of range), stops the run with one line naming the file. The test pipeline keeps
-# mmcv's loader, which the inferencers look up by name.
-train_pipeline = [
-    dict(type='LoadCheckedImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegMap', num_classes=150),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegMap', num_classes=150),
-    dict(type='PackSegInputs')
-]
 # x 4 processes = 16
-train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+train_dataloader = dict(batch_size=4)
 # the lr above is for a total batch of 16 (4 processes x 4 images); --auto-scale-lr rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 

@@ -3,7 +3,7 @@
 # then poly (power 1): the Swin/ConvNeXt UperNet protocol. Test mode: whole image.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    './_base_/datasets/ade20k_checked.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
     './_base_/reliability.py',
@@ -36,31 +36,8 @@ model = dict(
         norm_cfg=norm_cfg),
     test_cfg=dict(mode='whole'))
 
-# mmseg's ADE20K pipelines with the checks of mmdualtoken.datasets.transforms: a missing,
-# truncated or undecodable training image, or a label map that does not fit its image (size,
-# values out of range), stops the run with one line naming the file. The test pipeline keeps
-# mmcv's loader, which the inferencers look up by name.
-train_pipeline = [
-    dict(type='LoadCheckedImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegMap', num_classes=150),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegMap', num_classes=150),
-    dict(type='PackSegInputs')
-]
 # x 8 processes = 16
-train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+train_dataloader = dict(batch_size=2)
 # the lr above is for a total batch of 16 (8 processes x 2 images); --auto-scale-lr rescales it
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 

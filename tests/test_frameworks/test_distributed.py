@@ -6,6 +6,7 @@ import sys
 
 import torch
 from helpers import REPO_ROOT, config, run_process_tree, scalars
+from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
 
@@ -13,11 +14,15 @@ import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoi
 def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'dist')
     # the tiny detection config plus a hook with which every rank saves its weights and
-    # records its DDP wrapper (custom_hooks is replaced: the config's RandomStateHook again)
+    # records its DDP wrapper (lists replace their base's: the config's imports and hooks
+    # are written out again)
+    base = Config.fromfile(config('tiny/retinanet_dualtoken_s_tiny.py'))
+    imports = [*base.custom_imports.imports, 'rank_weights_hook']
+    hooks = [*base.custom_hooks, dict(type='SaveRankWeightsHook')]
     cfg = tmp_path / 'dist_config.py'
     cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
-                   "custom_imports = dict(imports=['mmdualtoken', 'mmdualtoken.engine', 'rank_weights_hook'])\n"
-                   "custom_hooks = [dict(type='RandomStateHook'), dict(type='SaveRankWeightsHook')]\n")
+                   f"custom_imports = dict(imports={imports!r})\n"
+                   f"custom_hooks = {[dict(h) for h in hooks]!r}\n")
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
                PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
     cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),

@@ -3,8 +3,8 @@ from helpers import load_tool, run_tool
 
 
 def test_benchmark_quick_run_writes_report(tmp_path):
-    """Every section in a tiny mode: 1 round, batch 2, RetinaNet at 96x128 (no timings
-    checked)."""
+    """Every section in a tiny mode: 1 round, batch 2, RetinaNet at 96x128, the quick op
+    profile (no timings checked)."""
     out = tmp_path / 'benchmark.md'
     run_tool('analysis/benchmark.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
              '--repeats', '1', '--warmup', '0', '--batch', '2', '--threads', '1',
@@ -29,6 +29,10 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)
     assert targets[4].startswith('- RetinaNet training iteration: S ')
+    # the op profile after the timings, in its quick form, of the --models it covers
+    profile = text.split('## Where the time goes (profile)')[1]
+    assert '- Batch 1, eager: ResNet-18 ' in profile and 'batch 2.' in profile
+    assert profile.count('| ResNet-18 | ') == 3 and 'DualToken-ViT-T' not in profile
 
 
 def test_speed_targets_report_each_figure_beside_its_target():
@@ -75,3 +79,25 @@ def test_compiled_training_line_reports_speed_up_or_failure():
     assert '13.0 img/s (10%) vs eager 10.0 (5%), 1.30x' in line and '95 s' in line
     assert 'FAILED (boom)' in benchmark.compiled_training_line(dict(error='boom'), 32)
     assert 'not measured' in benchmark.compiled_training_line(None, 32)
+
+
+def test_onnx_export_is_of_the_eval_graph_whatever_mode_the_model_is_in(tmp_path):
+    """The ONNX Runtime latency is of a deployed graph: the training-step section leaves the
+    models in train mode, and the exporter keeps a module's mode."""
+    import numpy as np
+    import torch
+    tool = load_tool('analysis/benchmark.py')
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    path = str(tmp_path / 'm.onnx')
+    tool.export_onnx(model, path, size=(32, 32))
+    x = torch.rand(1, 3, 32, 32)
+    (out, ) = tool.ort_session(path, 1).run(None, {'image': x.numpy()})
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)

@@ -25,6 +25,9 @@ and a RetinaNet training iteration (forward, backward, AdamW) at 1333x800, batch
 neck and head of configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget),
 mmdet's ResNet-18 and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input
 channels adapted). Every target is printed with the measured figure beside it.
+After the timed sections, tools/analysis/profile_ops.py profiles DualToken-ViT-S, ResNet-18
+and EdgeNeXt-small (those of --models) for the section "Where the time goes" (``--skip-profile``
+skips it).
 Writes a markdown report and a PNG of throughput against MACs.
 """
 import argparse
@@ -142,11 +145,14 @@ GRAPH_OPS = ('Transpose', 'Reshape', 'Einsum', 'Conv', 'MatMul')  # counted per 
 
 
 def export_onnx(model: torch.nn.Module, path: str, size=(224, 224)) -> dict:
-    """Export ``model`` (batch 1, fixed ``size``) with the torch.export-based exporter.
+    """Export ``model`` in eval mode (batch 1, fixed ``size``) with the torch.export-based
+    exporter: a deployed graph (BatchNorm on running statistics, no drop path) whatever mode
+    the model was left in (torch 2.14's exporter keeps the module's mode).
 
     Returns the node counts of the written graph: 'nodes' and one entry per GRAPH_OPS.
     """
     import onnx
+    model.eval()
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
         torch.onnx.export(model, (torch.rand(1, 3, *size), ), path, dynamo=True,
                           input_names=['image'])
@@ -154,10 +160,13 @@ def export_onnx(model: torch.nn.Module, path: str, size=(224, 224)) -> dict:
     return dict(nodes=sum(counts.values()), **{op: counts.get(op, 0) for op in GRAPH_OPS})
 
 
-def ort_session(path: str, threads: int):
-    """The one ONNX Runtime session set-up every model gets."""
+def ort_session(path: str, threads: int, **extra):
+    """The one ONNX Runtime session set-up every model gets (``extra``: more SessionOptions
+    attributes, e.g. the profiler's)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
+    for key, value in extra.items():
+        setattr(options, key, value)
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -416,6 +425,15 @@ def kernel_choices(batch: int, repeats: int) -> list:
     return [(op, candidate, statistics.median(t) * 1e3) for (op, candidate), t in times.items()]
 
 
+def profile_tool():
+    """tools/analysis/profile_ops.py as a module (it imports this one as ``benchmark``)."""
+    here = osp.dirname(osp.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import profile_ops
+    return profile_ops
+
+
 def _no_grad(fn, x):
     with torch.no_grad():
         return fn(x)
@@ -460,6 +478,10 @@ def main(argv=None):
     parser.add_argument('--det-models', nargs='*', default=list(DET_BACKBONES),
                         choices=list(DET_BACKBONES),
                         help='RetinaNet backbones (none: skip the section)')
+    parser.add_argument('--skip-profile', action='store_true',
+                        help='skip the op profile (tools/analysis/profile_ops.py) of those of '
+                             'DualToken-ViT-S, ResNet-18, EdgeNeXt-small in --models; with '
+                             '--skip-extras it runs in its quick form')
     parser.add_argument('--out', help='write the markdown report here (PNG beside it)')
     args = parser.parse_args(argv)
     if args.out:  # fail now, not after minutes of timing
@@ -554,6 +576,13 @@ def main(argv=None):
             extras['mem_infer'] = peak_memory('infer')
         except subprocess.CalledProcessError as e:
             extras['memory_error'] = e.stderr.strip().splitlines()[-1][:300]
+
+    if not args.skip_profile:  # after every timed section: profiling never overlaps one
+        profile_ops = profile_tool()
+        names = [n for n in profile_ops.PROFILE_MODELS if n in args.models]
+        if names:
+            extras['profile'] = profile_ops.profile_models(
+                names, args.threads, quick=args.skip_extras, onnx=not args.skip_ort)
 
     extras.update(ort=ort_results, det=det_results)
     report = render(rows, extras, gemm, args)
@@ -748,6 +777,8 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
         lines += ['', f'## Kernel and layout choices (DualToken-ViT-S shapes, batch {args.batch})',
                   '', '| operation | candidate | ms (median) |', '|---|---|---|']
         lines += [f'| {op} | {candidate} | {ms:.2f} |' for op, candidate, ms in extras['kernels']]
+    if extras.get('profile'):
+        lines += profile_tool().render(extras['profile'])
     lines += ['', '![throughput vs MACs](benchmark.png)']
     return '\n'.join(lines) + '\n'
 
