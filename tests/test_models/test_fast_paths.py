@@ -25,10 +25,18 @@ def randomise_batch_norms(model: nn.Module):
             m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
 
 
+@pytest.fixture(autouse=True)
+def packing_probed():
+    """The one-off feature test of weight packing runs oneDNN ops itself: run it before the
+    tests' op recorders start."""
+    onednn_fusion.weight_packing_supported()
+
+
 @pytest.fixture
 def every_row_on_onednn(monkeypatch):
     """No row threshold: the kernels themselves are compared, at any input size."""
-    monkeypatch.setattr(onednn_fusion, 'ONEDNN_MIN_ROWS', 1)
+    monkeypatch.setattr(onednn_fusion, 'INFERENCE_MIN_ROWS', 1)
+    monkeypatch.setattr(onednn_fusion, 'TRAINING_MIN_ROWS', 1)
 
 
 def fused_and_plain(module: nn.Module, *inputs):
@@ -209,12 +217,12 @@ def test_onednn_linear_function_matches_linear_and_its_gradients(shape, bias, in
 
 @pytest.mark.parametrize('grad', [False, True])
 def test_few_rows_stay_on_the_blas(grad):
-    """Under ONEDNN_MIN_ROWS rows the plain module runs, in inference and in training; at
-    the threshold oneDNN does. Same results either way."""
+    """Under INFERENCE_MIN_ROWS rows (TRAINING_MIN_ROWS where gradients are needed) the plain
+    module runs; at the threshold oneDNN does. Same results either way."""
     torch.manual_seed(0)
     linear = OneDNNLinear(24, 40)
-    for rows, onednn in ((1, False), (onednn_fusion.ONEDNN_MIN_ROWS - 1, False),
-                         (onednn_fusion.ONEDNN_MIN_ROWS, True)):
+    threshold = onednn_fusion.TRAINING_MIN_ROWS if grad else onednn_fusion.INFERENCE_MIN_ROWS
+    for rows, onednn in ((1, False), (threshold - 1, False), (threshold, True)):
         x = torch.randn(rows, 1, 1, 24, requires_grad=grad)
         with torch.set_grad_enabled(grad), OpRecorder() as counter:
             out = linear(x, nn.GELU())
@@ -223,10 +231,10 @@ def test_few_rows_stay_on_the_blas(grad):
         torch.testing.assert_close(out, expected, **FP32)
 
 
-def test_batch_one_runs_only_the_many_row_products_on_onednn():
-    """At batch 1, 224 every Linear product of ONEDNN_MIN_ROWS rows or more runs on oneDNN
-    (stage 1's 784 tokens), every smaller one on the BLAS (stages 2 and 3, the global tokens,
-    BiDim's global vector)."""
+def test_batch_one_runs_every_token_product_on_onednn():
+    """At batch 1, 224 every Linear of the token matrices (stage 3's 49 tokens and the 49
+    global tokens included) runs on oneDNN with its packed weight and no reshapes around it;
+    only BiDim attention's global vector (1 row) stays on the BLAS."""
     rows = {'mkldnn._linear_pointwise': [], 'aten.addmm': []}
 
     class RowRecorder(OpRecorder):
@@ -235,16 +243,67 @@ def test_batch_one_runs_only_the_many_row_products_on_onednn():
             if name in rows:
                 x = args[0] if name.startswith('mkldnn') else args[1]
                 rows[name].append(x.numel() // x.shape[-1])
+                if name.startswith('mkldnn'):
+                    assert args[1].is_mkldnn == onednn_fusion.weight_packing_supported()
             return func(*args, **(kwargs or {}))
 
     torch.manual_seed(0)
     model = DualTokenViT(arch='tiny', out_indices=(2, )).eval()
     with torch.no_grad(), RowRecorder():
         model(torch.rand(1, 3, 224, 224))
-    threshold = onednn_fusion.ONEDNN_MIN_ROWS
-    assert rows['mkldnn._linear_pointwise'] and rows['aten.addmm']
-    assert min(rows['mkldnn._linear_pointwise']) >= threshold
-    assert max(rows['aten.addmm']) < threshold
+    threshold = onednn_fusion.INFERENCE_MIN_ROWS
+    assert min(rows['mkldnn._linear_pointwise']) == 49
+    assert rows['aten.addmm'] and max(rows['aten.addmm']) < threshold
+
+
+@pytest.mark.parametrize('packing', [True, False])
+def test_packed_and_dense_weights_give_the_same_outputs(packing, monkeypatch):
+    """The packed-weight kernels and their fallback (torch builds without weight packing:
+    the dense weights go to the same kernels) against the plain modules."""
+    if packing and not onednn_fusion.weight_packing_supported():
+        pytest.fail('oneDNN weight packing is expected on the supported torch builds')
+    monkeypatch.setattr(onednn_fusion, 'weight_packing_supported', lambda: packing)
+    torch.manual_seed(0)
+    model = DualTokenViT(arch=ARCH)
+    randomise_batch_norms(model)
+    model.eval()
+    fused, plain, counter = fused_and_plain(model, torch.rand(1, 3, 96, 64))
+    assert counter.count('mkldnn._linear_pointwise') > 0
+    assert counter.count('mkldnn._convolution_pointwise') > 0
+    for f, p in zip(fused, plain):
+        torch.testing.assert_close(f, p, atol=1e-4, rtol=1e-3)
+
+
+def test_packed_weights_follow_the_parameters_and_stay_out_of_copies():
+    """A packed weight is reused until its parameter changes (optimizer step, load), dropped
+    by train()/eval(), and neither deep copies (EMA hooks) nor pickles carry it."""
+    import copy
+    import io
+    torch.manual_seed(0)
+    linear = OneDNNLinear(24, 40)
+    x = torch.randn(32, 24)
+
+    def packs() -> int:
+        with torch.no_grad(), OpRecorder() as counter:
+            out = linear(x)
+        torch.testing.assert_close(out, nn.functional.linear(x, linear.weight, linear.bias),
+                                   **FP32)
+        return counter.count('_reorder_linear_weight')
+
+    expected = int(onednn_fusion.weight_packing_supported())
+    assert packs() == expected and packs() == 0
+    with torch.no_grad():
+        linear.weight.mul_(2)
+    assert packs() == expected
+    linear.load_state_dict({'weight': torch.randn(40, 24), 'bias': torch.randn(40)})
+    assert packs() == expected
+    linear.eval()
+    assert packs() == expected
+    clone = copy.deepcopy(linear)
+    assert '_inference_weights' not in clone.__dict__ and '_inference_weights' in linear.__dict__
+    torch.save(linear, io.BytesIO())
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), linear(x))
 
 
 def test_onednn_linear_function_only_where_onednn_applies(every_row_on_onednn):

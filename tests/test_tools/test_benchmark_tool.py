@@ -21,11 +21,12 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     latency = text.split('## Batch-1 latency at 224: eager and ONNX Runtime')[1]
     for name in ('DualToken-ViT-T', 'ResNet-18'):
         cells = next(line for line in latency.splitlines() if line.startswith(f'| {name} |'))
-        assert cells.count('|') == 10 and 'n/a' not in cells and 'failed' not in cells, cells
+        assert cells.count('|') == 11 and 'n/a' not in cells and 'failed' not in cells, cells
     # the RetinaNet iteration with the three backbones, and every target with its figures
     assert '## RetinaNet training iteration, 128x96, batch 2' in text
     for backbone in ('DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small'):
         assert f'| {backbone} | ' in text
+    assert 'Batch-1 latency at 224 = fixed cost + a part that grows' not in text  # no S here
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)
     assert targets[4].startswith('- RetinaNet training iteration: S ')
@@ -51,6 +52,29 @@ def test_speed_targets_report_each_figure_beside_its_target():
     assert 'S 2.000 s, ResNet-18 2.500 s' in lines[4] and lines[4].endswith('met)')
     assert 'S at 1.50x' in lines[5]
     assert 'n/a' in benchmark.speed_target_lines({}, {}, {})[0]
+
+
+def test_fixed_cost_split_says_what_s_would_need():
+    benchmark = load_tool('analysis/benchmark.py')
+    rows = {'DualToken-ViT-S': dict(eager_ms=40., fixed_ms=20.),
+            'ResNet-18': dict(eager_ms=30., fixed_ms=6.)}
+    (blank, line), = [benchmark.fixed_cost_lines(rows)]
+    assert blank == ''
+    assert 'DualToken-ViT-S 20.0 + 20.0 ms, ResNet-18 6.0 + 24.0 ms' in line
+    assert 'a fixed cost of 10.0 ms per call (0.50x of its measured one)' in line
+    assert benchmark.fixed_cost_lines({'ResNet-18': rows['ResNet-18']}) == []
+
+
+def test_ort_sessions_do_not_spin(tmp_path):
+    """Idle ONNX Runtime threads sleep (they competed with the caller for the cores)."""
+    benchmark = load_tool('analysis/benchmark.py')
+    import torch
+    path = str(tmp_path / 'linear.onnx')
+    benchmark.export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)),
+                          path, size=(2, 2))
+    session = benchmark.ort_session(path, 1)
+    assert session.get_session_options().get_session_config_entry(
+        'session.intra_op.allow_spinning') == '0'
 
 
 def test_kernel_choices_time_ours_against_each_alternative_and_are_reported():

@@ -65,6 +65,7 @@ PEERS = {
 }
 DENSE_SIZES = ((512, 512), (800, 1333))
 DENSE_BUDGET = 196
+FIXED_COST_SIZE = (32, 32)  # batch-1 input at which compute is negligible
 
 
 def build(name: str) -> torch.nn.Module:
@@ -171,6 +172,10 @@ def ort_session(path: str, threads: int, **extra):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle intra-op threads sleep instead of spinning: spinning threads compete with the
+    # caller (and with torch's threads between calls) for the cores; measured here with 2
+    # threads on 2 cores, they made batch-1 latency 1.5-2.8x slower and its spread 60-130%
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
@@ -515,6 +520,19 @@ def main(argv=None):
             rows[name][key + '_spread'] = spread
             if batch == 1:
                 rows[name]['eager_ms'] = med * 1e3
+    # the per-call cost that does not scale with pixels (op dispatch, kernel set-up,
+    # reading the weights): batch-1 latency at FIXED_COST_SIZE, where compute is negligible
+    fns = {}
+    for n, m in models.items():
+        try:
+            with torch.no_grad():
+                m(torch.rand(1, 3, *FIXED_COST_SIZE))
+            fns[n] = inference_fn(m, 1, FIXED_COST_SIZE)
+        except Exception as e:  # some peers only accept their training size
+            print(f'{n} at {FIXED_COST_SIZE}: {type(e).__name__}')
+    times = interleaved(fns, args.warmup, args.repeats, 'fixed cost b1')
+    for name, t in times.items():
+        rows[name]['fixed_ms'] = statistics.median(t) * 1e3
     for name, r in rows.items():
         r['gmacs'] = r['macs'] * r['ips32']
         r['peak_fraction'] = r['gmacs'] / peak
@@ -676,10 +694,14 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
              f'Median ms of interleaved calls (spread = (max - min) / median). ONNX Runtime '
              f'{_ort_version()}: each model exported by torch.onnx.export(dynamo=True) at '
              f'1x3x224x224, {args.threads} intra-op threads, sequential, all graph '
-             f'optimisations, {getattr(args, "ort_repeats", "n/a")} rounds. Node counts are '
-             f'of the exported graph, before ONNX Runtime optimises it.', '',
-             '| model | eager ms (spread) | ONNX Runtime ms (spread) | ONNX nodes | '
-             + ' | '.join(GRAPH_OPS) + ' |', '|---|---|---|---|' + '---|' * len(GRAPH_OPS)]
+             f'optimisations, idle threads not spinning, '
+             f'{getattr(args, "ort_repeats", "n/a")} rounds. Node counts are of the exported '
+             f'graph, before ONNX Runtime optimises it. "Fixed cost": eager batch-1 ms at '
+             f'{FIXED_COST_SIZE[0]}x{FIXED_COST_SIZE[1]}, where compute is negligible (op '
+             f'dispatch, kernel set-up, reading the weights).', '',
+             '| model | eager ms (spread) | fixed cost ms | ONNX Runtime ms (spread) | '
+             'ONNX nodes | ' + ' | '.join(GRAPH_OPS) + ' |',
+             '|---|---|---|---|---|' + '---|' * len(GRAPH_OPS)]
     for n, r in rows.items():
         if 'eager_ms' not in r and n not in ort:
             continue
@@ -688,7 +710,7 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
         ort_cell = (f'{o["ms"]:.1f}{_spread(o, "spread")}' if 'ms' in o else
                     f'failed: {o["error"]}' if 'error' in o else 'n/a')
         lines.append(f'| {n} | {_fmt(r.get("eager_ms"))}{_spread(r, "ips1_spread")} | '
-                     f'{ort_cell} | {graph.get("nodes", "n/a")} | '
+                     f'{_fmt(r.get("fixed_ms"))} | {ort_cell} | {graph.get("nodes", "n/a")} | '
                      + ' | '.join(str(graph.get(op, 'n/a')) for op in GRAPH_OPS) + ' |')
     if det:
         h, w = getattr(args, 'det_size', (800, 1333))
@@ -700,9 +722,26 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
                   'frozen, BN in eval mode), EdgeNeXt-small (mmpretrain) all trainable; '
                   'interleaved.', '', '| backbone | s / iteration (spread) |', '|---|---|']
         lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} |' for n, r in det.items()]
+    lines += fixed_cost_lines(rows)
     lines += ['', '## Targets (issue 16), from this run', '']
     lines += speed_target_lines(rows, ort, det)
     return lines
+
+
+def fixed_cost_lines(rows: dict, ours: str = 'DualToken-ViT-S', peer: str = 'ResNet-18') -> list:
+    """Batch-1 latency split into the fixed cost per call and the part that grows with the
+    pixels (eager ms minus fixed cost), and the fixed cost ``ours`` would need to match
+    ``peer`` with its own pixel-dependent part."""
+    mine, theirs = rows.get(ours, {}), rows.get(peer, {})
+    if not all(k in r for r in (mine, theirs) for k in ('eager_ms', 'fixed_ms')):
+        return []
+    scaling = {n: r['eager_ms'] - r['fixed_ms'] for n, r in ((ours, mine), (peer, theirs))}
+    needed = theirs['eager_ms'] - scaling[ours]
+    return ['', f'Batch-1 latency at 224 = fixed cost + a part that grows with the pixels: '
+                f'{ours} {mine["fixed_ms"]:.1f} + {scaling[ours]:.1f} ms, {peer} '
+                f'{theirs["fixed_ms"]:.1f} + {scaling[peer]:.1f} ms. To match {peer} with its '
+                f'own pixel-dependent part, {ours} would need a fixed cost of {needed:.1f} ms '
+                f'per call ({needed / mine["fixed_ms"]:.2f}x of its measured one).']
 
 
 def compiled_training_line(result: dict, batch: int) -> str:
