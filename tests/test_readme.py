@@ -5,8 +5,9 @@ scripts, and every repository path it names must exist. Each collected command m
 in exactly one scenario below, which runs it as a new user would: from a working folder,
 with the data the README's own commands generate. Only what a 2-core CPU machine cannot
 afford is changed, each change named next to the command: short schedules and small data
-subsets through --cfg-options, fewer processes for multi-machine lines, and the quick forms
-of the multi-minute analysis tools. Commands on the real configs run unchanged and must stop
+subsets through --cfg-options, fewer processes for multi-machine lines, the quick forms of
+the multi-minute analysis tools, and torch.compile's aot_eager backend where inductor would
+compile C++ for minutes. Commands on the real configs run unchanged and must stop
 at once with the clear missing-dataset error. A README command that no scenario runs, or a
 scenario command the README no longer has, fails the test.
 """
@@ -141,6 +142,7 @@ TINY_CLASSIFICATION = [
     'python tools/model_converters/to_backbone_checkpoint.py '
     'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth work_dirs/dualtoken_s_backbone.pth '
     '--arch small',
+    'python tools/train.py configs/tiny/dualtoken_s_in1k_tiny.py --compile',
 ]
 TWO_MACHINES = [
     'NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
@@ -287,7 +289,7 @@ def test_tiny_segmentation_commands(tiny_workdir, tmp_path):
 
 
 def test_tiny_classification_commands(tiny_workdir, tmp_path):
-    train, test, convert = TINY_CLASSIFICATION
+    train, test, convert, compiled = TINY_CLASSIFICATION
     os.symlink(tiny_workdir / 'data', tmp_path / 'data')
     ok(train + cfg_options(*CLS_SHORT), tmp_path)  # the 6 epochs of 2 iterations
     work_dir = tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny'
@@ -302,6 +304,14 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
                            weights_only=True)
     assert converted['state_dict'] and all(k.startswith('backbone.')
                                            for k in converted['state_dict'])
+    # one epoch; the aot_eager backend (dynamo and AOTAutograd capture the forward and the
+    # backward as with inductor) instead of inductor's minutes of C++ compilation here
+    out = ok(compiled + cfg_options(*CLS_SHORT, 'train_cfg.max_epochs=1',
+                                    'compile.backend=aot_eager') +
+             ' --work-dir work_dirs/compiled', tmp_path)
+    assert re.search(r'torch\.compile: [1-9]\d* graph\(s\) of the backbone compiled', out), \
+        out[-3000:]
+    assert (tmp_path / 'work_dirs' / 'compiled' / 'epoch_1.pth').is_file()
 
 
 def test_install_into_an_environment_that_has_torch_and_mmcv(tmp_path):
