@@ -150,6 +150,10 @@ TWO_MACHINES = [
     'NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
     'configs/retinanet_dualtoken_s.py 8',
 ]
+DEPLOYMENT = [
+    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
+    '--out dualtoken_s.onnx --latency',
+]
 INSTALLS = ['pip install -e ".[det]"', 'pip install -e ".[seg]"']
 OWN_ENVIRONMENT = ['make demo', 'make test', 'source .venv/bin/activate']
 ANALYSIS = [
@@ -168,7 +172,7 @@ def real_config(command: str) -> bool:
 
 
 SCENARIO_COMMANDS = (TINY_DETECTION + TINY_SEGMENTATION + TINY_CLASSIFICATION + TWO_MACHINES
-                     + INSTALLS + OWN_ENVIRONMENT + ANALYSIS)
+                     + DEPLOYMENT + INSTALLS + OWN_ENVIRONMENT + ANALYSIS)
 
 
 def test_every_readme_command_has_a_scenario_and_every_scenario_a_command():
@@ -312,6 +316,16 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
     assert re.search(r'torch\.compile: [1-9]\d* graph\(s\) of the backbone compiled', out), \
         out[-3000:]
     assert (tmp_path / 'work_dirs' / 'compiled' / 'epoch_1.pth').is_file()
+
+
+def test_deployment_command(tmp_path):
+    """Unchanged: S exported at 224, checked in ONNX Runtime and timed (about 10 s)."""
+    export, = DEPLOYMENT
+    out = ok(export, tmp_path)
+    assert re.search(r'max \|ONNX Runtime - PyTorch\| = \S+ over the 3 outputs .*: OK', out)
+    assert re.search(r'ONNX Runtime, batch 1 at 224x224, 2 intra-op thread\(s\): median '
+                     r'\d+\.\d+ ms', out), out[-3000:]
+    assert (tmp_path / 'dualtoken_s.onnx').stat().st_size > 50 * 2**20  # 13.7 M fp32 weights
 
 
 def test_install_into_an_environment_that_has_torch_and_mmcv(tmp_path):
