@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import os.path as osp
+from typing import Optional
 
 import torch
 from mmengine.config import Config, DictAction
@@ -187,6 +188,42 @@ def enable_amp(cfg: Config) -> str:
     return cfg.optim_wrapper.type
 
 
+def enable_compile(cfg: Config, flag: bool) -> Optional[dict]:
+    """--compile, or ``compile`` in the config: torch.compile the backbone when training starts.
+
+    The config's ``compile`` (mmengine's key: True or a dict of torch.compile's arguments) is
+    taken out of mmengine's hands: its Runner would compile the whole train_step, whose
+    optimizer step dynamo fails to trace with our configs
+    (:mod:`mmdualtoken.engine.compile_backbone`). :class:`CompileBackboneHook` gets the
+    arguments instead. ``dynamic`` defaults to False: with symbolic sizes, inductor in torch
+    2.14.1 fails on this model's training graphs (pytorch/pytorch#185510); the config's dict
+    keeps its other entries, and its own ``dynamic`` if it sets one. ``--compile`` turns
+    compilation on even where the config says ``compile = False``.
+
+    Returns the arguments given to the hook, or None when nothing is compiled.
+    """
+    setting = cfg.pop('compile', None)
+    if flag and (setting is None or setting is False):
+        setting = True
+    if setting is None or setting is False:
+        return None
+    if not isinstance(setting, (bool, dict)):
+        raise BadConfigError(f'compile must be True, False or a dict of torch.compile '
+                             f'arguments, got {setting!r}')
+    if not (callable(getattr(torch, 'compile', None))
+            and callable(getattr(torch.nn.Module, 'compile', None))):
+        raise BadConfigError(f'--compile needs torch.compile, which torch {torch.__version__} '
+                             'does not have (torch >= 2.1 has it)')
+    from mmengine.logging import print_log
+    kwargs = dict(setting) if isinstance(setting, dict) else {}
+    kwargs.setdefault('dynamic', False)
+    cfg.setdefault('custom_hooks', []).append(dict(type='CompileBackboneHook', **kwargs))
+    arguments = ', '.join(f'{k}={v!r}' for k, v in kwargs.items())
+    print_log(f'compile: the backbone, by CompileBackboneHook({arguments}) (not mmengine\'s '
+              'compile of the whole train_step)', logger='current')
+    return kwargs
+
+
 def parse_train_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a DualToken-ViT model '
                                      '(mmpretrain, mmdet or mmseg config)')
@@ -195,6 +232,9 @@ def parse_train_args(argv=None):
                         help='resume from CHECKPOINT, or without a value from the latest '
                         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the backbone (dynamic=False unless the config\'s '
+                        'compile dict says otherwise); the first iterations compile')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch size / '
                         'auto_scale_lr.base_batch_size')
@@ -209,6 +249,7 @@ def train_main(argv=None):
 
     if args.amp:
         enable_amp(cfg)
+    enable_compile(cfg, args.compile)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):

@@ -5,8 +5,9 @@ scripts, and every repository path it names must exist. Each collected command m
 in exactly one scenario below, which runs it as a new user would: from a working folder,
 with the data the README's own commands generate. Only what a 2-core CPU machine cannot
 afford is changed, each change named next to the command: short schedules and small data
-subsets through --cfg-options, fewer processes for multi-machine lines, and the quick forms
-of the multi-minute analysis tools. Commands on the real configs run unchanged and must stop
+subsets through --cfg-options, fewer processes for multi-machine lines, the quick forms of
+the multi-minute analysis tools, and torch.compile's aot_eager backend where inductor would
+compile C++ for minutes. Commands on the real configs run unchanged and must stop
 at once with the clear missing-dataset error. A README command that no scenario runs, or a
 scenario command the README no longer has, fails the test.
 """
@@ -141,12 +142,17 @@ TINY_CLASSIFICATION = [
     'python tools/model_converters/to_backbone_checkpoint.py '
     'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth work_dirs/dualtoken_s_backbone.pth '
     '--arch small',
+    'python tools/train.py configs/tiny/dualtoken_s_in1k_tiny.py --compile',
 ]
 TWO_MACHINES = [
     'NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
     'configs/retinanet_dualtoken_s.py 8',
     'NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
     'configs/retinanet_dualtoken_s.py 8',
+]
+DEPLOYMENT = [
+    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
+    '--out dualtoken_s.onnx --latency',
 ]
 INSTALLS = ['pip install -e ".[det]"', 'pip install -e ".[seg]"']
 OWN_ENVIRONMENT = ['make demo', 'make test', 'source .venv/bin/activate']
@@ -166,7 +172,7 @@ def real_config(command: str) -> bool:
 
 
 SCENARIO_COMMANDS = (TINY_DETECTION + TINY_SEGMENTATION + TINY_CLASSIFICATION + TWO_MACHINES
-                     + INSTALLS + OWN_ENVIRONMENT + ANALYSIS)
+                     + DEPLOYMENT + INSTALLS + OWN_ENVIRONMENT + ANALYSIS)
 
 
 def test_every_readme_command_has_a_scenario_and_every_scenario_a_command():
@@ -287,7 +293,7 @@ def test_tiny_segmentation_commands(tiny_workdir, tmp_path):
 
 
 def test_tiny_classification_commands(tiny_workdir, tmp_path):
-    train, test, convert = TINY_CLASSIFICATION
+    train, test, convert, compiled = TINY_CLASSIFICATION
     os.symlink(tiny_workdir / 'data', tmp_path / 'data')
     ok(train + cfg_options(*CLS_SHORT), tmp_path)  # the 6 epochs of 2 iterations
     work_dir = tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny'
@@ -302,6 +308,24 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
                            weights_only=True)
     assert converted['state_dict'] and all(k.startswith('backbone.')
                                            for k in converted['state_dict'])
+    # one epoch; the aot_eager backend (dynamo and AOTAutograd capture the forward and the
+    # backward as with inductor) instead of inductor's minutes of C++ compilation here
+    out = ok(compiled + cfg_options(*CLS_SHORT, 'train_cfg.max_epochs=1',
+                                    'compile.backend=aot_eager') +
+             ' --work-dir work_dirs/compiled', tmp_path)
+    assert re.search(r'torch\.compile: [1-9]\d* graph\(s\) of the backbone compiled', out), \
+        out[-3000:]
+    assert (tmp_path / 'work_dirs' / 'compiled' / 'epoch_1.pth').is_file()
+
+
+def test_deployment_command(tmp_path):
+    """Unchanged: S exported at 224, checked in ONNX Runtime and timed (about 10 s)."""
+    export, = DEPLOYMENT
+    out = ok(export, tmp_path)
+    assert re.search(r'max \|ONNX Runtime - PyTorch\| = \S+ over the 3 outputs .*: OK', out)
+    assert re.search(r'ONNX Runtime, batch 1 at 224x224, 2 intra-op thread\(s\): median '
+                     r'\d+\.\d+ ms', out), out[-3000:]
+    assert (tmp_path / 'dualtoken_s.onnx').stat().st_size > 50 * 2**20  # 13.7 M fp32 weights
 
 
 def test_install_into_an_environment_that_has_torch_and_mmcv(tmp_path):

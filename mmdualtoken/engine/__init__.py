@@ -1,4 +1,5 @@
 from .atomic_checkpoint import AtomicCheckpointHook, AtomicLocalBackend, atomic_write
+from .compile_backbone import CompileBackboneHook
 from .cpu_amp import CPUAmpOptimWrapper
 from .cpu_distributed import CPUDistributedDataParallel, prepare_cpu_distributed
 from .errors import DistributedTimeoutError, RunFault, TrainingDivergedError
@@ -6,7 +7,7 @@ from .finite_loss_hook import FiniteLossHook
 from .random_state_hook import RandomStateHook
 
 __all__ = [
-    'AtomicCheckpointHook', 'AtomicLocalBackend', 'CPUAmpOptimWrapper',
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'CompileBackboneHook', 'CPUAmpOptimWrapper',
     'CPUDistributedDataParallel', 'DistributedTimeoutError', 'FiniteLossHook',
     'RandomStateHook', 'RunFault', 'TrainingDivergedError', 'atomic_write',
     'prepare_cpu_distributed'

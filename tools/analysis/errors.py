@@ -107,6 +107,26 @@ def bad_dist_timeout(tmp: str):
                 '--work-dir', osp.join(tmp, 'work'), '--dist-timeout', '0'])
 
 
+def compile_not_a_setting(tmp: str):
+    from mmengine.config import Config
+
+    from mmdualtoken.launch import enable_compile
+    enable_compile(Config(dict(compile='yes')), False)
+
+
+def export_onnx(*args: str):
+    """tools/deployment/export_onnx.py with ``args``."""
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'deployment'))
+    import export_onnx as tool
+    tool.main(list(args))
+
+
+def export_another_arch(tmp: str):
+    path = osp.join(tmp, 'tiny.pth')
+    torch.save(dict(state_dict=DualTokenViT(arch='tiny').state_dict()), path)
+    export_onnx('--arch', 'small', '--checkpoint', path, '--out', osp.join(tmp, 'x.onnx'))
+
+
 def unknown_finite_loss_mode(tmp: str):
     from mmdualtoken.engine import FiniteLossHook
     FiniteLossHook(on_nonfinite='ignore')
@@ -141,6 +161,10 @@ CASES: List[Tuple[str, type, Callable[[str], None]]] = [
     ('--resume with last_checkpoint naming a missing file', FileNotFoundError,
      resume_pointer_to_missing_checkpoint),
     ('--dist-timeout not positive', ValueError, bad_dist_timeout),
+    ('compile neither True, False nor a dict', ValueError, compile_not_a_setting),
+    ('export_onnx.py: checkpoint not found', FileNotFoundError,
+     lambda tmp: export_onnx('--checkpoint', osp.join(tmp, 'none.pth'))),
+    ('export_onnx.py: checkpoint of another arch', ValueError, export_another_arch),
     ('unknown FiniteLossHook on_nonfinite', ValueError, unknown_finite_loss_mode),
 ]
 

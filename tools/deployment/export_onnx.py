@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Export the DualToken-ViT backbone to ONNX, check it in ONNX Runtime, time it.
+
+    python tools/deployment/export_onnx.py [--arch small] [--max-global-tokens N]
+        [--checkpoint CKPT] [--shape H W] [--dynamic] [--out dualtoken_small.onnx]
+        [--latency [--runs 50] [--threads 2]]
+
+1. builds ``DualTokenViT(arch, max_global_tokens)`` in eval mode, with the backbone weights
+   of ``--checkpoint`` (any layout tools/model_converters/to_backbone_checkpoint.py accepts,
+   read with torch's weights-only loading) or random ones;
+2. exports it with torch's TorchScript-based exporter (``dynamo=False``, the one mmdeploy
+   uses), opset 17, input ``image``, outputs ``stride8``, ``stride16``, ``stride32``, traced at
+   1x3xHxW; ``--dynamic`` makes batch, height and width dynamic axes;
+3. runs the graph in ONNX Runtime on a random image and compares every output with PyTorch's
+   (|difference| <= 1e-4 + 1e-3 x |PyTorch|, as tests/test_models/test_onnx_export.py), at
+   1x3xHxW and, for a dynamic graph, also at batch 2 and another size (H+9)x(W+17); prints
+   the largest difference and stops with an error above the tolerance;
+4. ``--latency``: batch-1 latency at HxW in ONNX Runtime (median and spread of ``--runs``
+   runs), in the session of :mod:`mmdualtoken.utils.onnx_runtime`: ``--threads`` intra-op
+   threads (default 2), one inter-op thread, sequential execution, every graph
+   optimisation, idle threads not spinning.
+
+A bad argument, a missing or unfitting checkpoint or a missing onnxruntime is one line,
+``error: ...``, and exit code 1.
+"""
+import argparse
+import inspect
+import os
+import os.path as osp
+import pickle
+import sys
+import time
+import warnings
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from mmdualtoken.engine.errors import RunFault  # noqa: E402
+from mmdualtoken.launch import (BadConfigError, LaunchError, MissingFileError,  # noqa: E402
+                                 run_tool)
+from mmdualtoken.models import DualTokenViT  # noqa: E402
+
+OPSET = 17
+OUTPUTS = ['stride8', 'stride16', 'stride32']
+ATOL, RTOL = 1e-4, 1e-3  # fp32 ONNX Runtime vs PyTorch (tests/test_models/test_onnx_export.py)
+
+
+class OnnxMismatchError(RunFault):
+    """The exported graph's outputs differ from PyTorch's beyond the tolerance."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='small',
+                        help='tiny, small, tiny-mix or small-mix (default: small)')
+    parser.add_argument('--max-global-tokens', type=int, metavar='N',
+                        help='token budget for high resolutions (the detection configs use '
+                        '196; default: none)')
+    parser.add_argument('--checkpoint', help='backbone weights (default: random ones)')
+    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'),
+                        help='input height and width the graph is traced at (default: 224 224)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic batch, height and width')
+    parser.add_argument('--out', help='ONNX file to write (default: dualtoken_<arch>.onnx)')
+    parser.add_argument('--latency', action='store_true',
+                        help='print the batch-1 latency in ONNX Runtime')
+    parser.add_argument('--runs', type=int, default=50, help='timed runs (default: 50)')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='ONNX Runtime intra-op threads (default: 2)')
+    return parser.parse_args(argv)
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise LaunchError(f'onnxruntime is not installed ({e}): the exported graph is checked '
+                          'in it. Install it with `pip install onnxruntime` (or '
+                          '`pip install -e ".[tests]"`).') from None
+
+
+def build(arch: str, max_global_tokens, checkpoint) -> DualTokenViT:
+    """The backbone in eval mode, with the weights of ``checkpoint`` if one is given."""
+    try:
+        model = DualTokenViT(arch=arch, max_global_tokens=max_global_tokens).eval()
+    except ValueError as e:
+        raise BadConfigError(str(e)) from None
+    if checkpoint:
+        load_backbone_weights(model, arch, checkpoint)
+    return model
+
+
+def load_backbone_weights(model: DualTokenViT, arch: str, path: str) -> None:
+    """Load the backbone tensors of ``path`` (weights-only loading) into ``model``, a
+    DualTokenViT of ``arch``."""
+    from mmdualtoken.checkpoint import check_arch, extract_backbone_weights
+    try:
+        loaded = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadConfigError(f'--checkpoint {path}: safe (weights-only) loading refused an '
+                             f'object in it ({refused[:200]})') from None
+    except Exception as e:  # a truncated or foreign file
+        raise BadConfigError(f'--checkpoint {path} is not a readable torch checkpoint '
+                             f'({type(e).__name__}: {str(e)[:200]})') from None
+    try:
+        weights = extract_backbone_weights(loaded)
+        check_arch(weights, arch)
+    except (TypeError, ValueError) as e:
+        raise BadConfigError(f'--checkpoint {path}: {e}') from None
+    model.load_state_dict(weights, strict=True)
+    print(f'[export] loaded {len(weights)} backbone tensors from {path}')
+
+
+def export(model: DualTokenViT, path: str, shape, dynamic: bool) -> None:
+    """TorchScript-based export (what mmdeploy uses), opset 17."""
+    kwargs = dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters \
+        else {}
+    axes = None
+    if dynamic:
+        axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
+        axes.update({name: {0: 'batch', 2: f'{name}_height', 3: f'{name}_width'}
+                     for name in OUTPUTS})
+    # the tracer's notes on the Python values it records (about a hundred): the check in
+    # ONNX Runtime, at a second size for a dynamic graph, is what tells whether it is right
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(model, (torch.rand(1, 3, *shape), ), path, opset_version=OPSET,
+                          input_names=['image'], output_names=OUTPUTS, dynamic_axes=axes,
+                          **kwargs)
+
+
+def verify(model: DualTokenViT, session, sizes) -> float:
+    """Largest |ONNX Runtime - PyTorch| over every output at every (batch, H, W) of ``sizes``;
+    OnnxMismatchError beyond the tolerance."""
+    generator = torch.Generator().manual_seed(0)
+    largest = 0.
+    for batch, height, width in sizes:
+        x = torch.rand(batch, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = model(x)
+        got = session.run(None, {'image': x.numpy()})
+        for name, e, g in zip(OUTPUTS, expected, got):
+            g = torch.from_numpy(g)
+            if tuple(g.shape) != tuple(e.shape):
+                raise OnnxMismatchError(f'{name} at {batch}x3x{height}x{width}: ONNX Runtime '
+                                        f'gives shape {tuple(g.shape)}, PyTorch '
+                                        f'{tuple(e.shape)}')
+            difference = (g - e).abs()
+            largest = max(largest, float(difference.max()))
+            excess = difference - (ATOL + RTOL * e.abs())
+            if float(excess.max()) > 0:
+                raise OnnxMismatchError(
+                    f'{name} at {batch}x3x{height}x{width}: ONNX Runtime differs from PyTorch '
+                    f'by up to {float(difference.max()):.3g} (tolerance {ATOL:g} + {RTOL:g} x '
+                    '|PyTorch|): the exported graph is wrong')
+    return largest
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    height, width = args.shape
+    if min(height, width) < 32:
+        raise BadConfigError(f'--shape {height} {width}: the backbone needs H, W >= 32')
+    if args.threads < 1 or args.runs < 1:
+        raise BadConfigError(f'--threads and --runs must be positive, got {args.threads} and '
+                             f'{args.runs}')
+    require_onnxruntime()
+    if args.checkpoint and not osp.isfile(args.checkpoint):
+        raise MissingFileError(f'--checkpoint: checkpoint not found: {args.checkpoint}')
+    out = args.out or f'dualtoken_{args.arch}.onnx'
+
+    budget = f', max_global_tokens={args.max_global_tokens}' if args.max_global_tokens else ''
+    print(f'[export] DualTokenViT(arch={args.arch!r}{budget}), '
+          f'{"weights of " + args.checkpoint if args.checkpoint else "random weights"}')
+    model = build(args.arch, args.max_global_tokens, args.checkpoint)
+
+    axes = 'dynamic batch, height and width' if args.dynamic else 'fixed shape'
+    print(f'[export] tracing at 1x3x{height}x{width} (TorchScript exporter, opset {OPSET}, '
+          f'{axes}) ...', flush=True)
+    start = time.perf_counter()
+    if osp.dirname(out):
+        os.makedirs(osp.dirname(out), exist_ok=True)
+    export(model, out, (height, width), args.dynamic)
+    print(f'[export] wrote {out} ({osp.getsize(out) / 2**20:.1f} MB) in '
+          f'{time.perf_counter() - start:.1f} s')
+
+    from mmdualtoken.utils.onnx_runtime import latency_ms, ort_session
+    session = ort_session(out, threads=args.threads)
+    sizes = [(1, height, width)]
+    if args.dynamic:
+        sizes.append((2, height + 9, width + 17))
+    print(f'[verify] ONNX Runtime against PyTorch at '
+          f'{", ".join(f"{b}x3x{h}x{w}" for b, h, w in sizes)} ...', flush=True)
+    largest = verify(model, session, sizes)
+    print(f'[verify] max |ONNX Runtime - PyTorch| = {largest:.2g} over the '
+          f'{len(OUTPUTS)} outputs (tolerance {ATOL:g} + {RTOL:g} x |PyTorch|): OK')
+
+    if args.latency:
+        print(f'[latency] {args.runs} runs at batch 1, {args.threads} intra-op thread(s) ...',
+              flush=True)
+        feed = {'image': torch.rand(1, 3, height, width).numpy()}
+        timing = latency_ms(lambda: session.run(None, feed), args.runs)
+        print(f'[latency] ONNX Runtime, batch 1 at {height}x{width}, {args.threads} intra-op '
+              f'thread(s): median {timing["median"]:.2f} ms, spread '
+              f'{timing["spread"] * 100:.0f}% ((max - min) / median; min '
+              f'{timing["min"]:.2f}, max {timing["max"]:.2f}) over {args.runs} runs')
+
+
+if __name__ == '__main__':
+    run_tool(main)
