@@ -65,18 +65,6 @@ def test_fixed_cost_split_says_what_s_would_need():
     assert benchmark.fixed_cost_lines({'ResNet-18': rows['ResNet-18']}) == []
 
 
-def test_ort_sessions_do_not_spin(tmp_path):
-    """Idle ONNX Runtime threads sleep (they competed with the caller for the cores)."""
-    benchmark = load_tool('analysis/benchmark.py')
-    import torch
-    path = str(tmp_path / 'linear.onnx')
-    benchmark.export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)),
-                          path, size=(2, 2))
-    session = benchmark.ort_session(path, 1)
-    assert session.get_session_options().get_session_config_entry(
-        'session.intra_op.allow_spinning') == '0'
-
-
 def test_kernel_choices_time_ours_against_each_alternative_and_are_reported():
     benchmark = load_tool('analysis/benchmark.py')
     rows = benchmark.kernel_choices(batch=2, repeats=1)

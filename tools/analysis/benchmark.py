@@ -50,6 +50,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+# every model's ONNX Runtime session: the deployment tool's set-up
+from mmdualtoken.utils.onnx_runtime import ort_session  # noqa: E402,F401
+
 OURS = {
     'DualToken-ViT-T': osp.join(REPO_ROOT, 'configs', 'dualtoken_t_in1k.py'),
     'DualToken-ViT-S': osp.join(REPO_ROOT, 'configs', 'dualtoken_s_in1k.py'),
@@ -159,24 +162,6 @@ def export_onnx(model: torch.nn.Module, path: str, size=(224, 224)) -> dict:
                           input_names=['image'])
     counts = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
     return dict(nodes=sum(counts.values()), **{op: counts.get(op, 0) for op in GRAPH_OPS})
-
-
-def ort_session(path: str, threads: int, **extra):
-    """The one ONNX Runtime session set-up every model gets (``extra``: more SessionOptions
-    attributes, e.g. the profiler's)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    for key, value in extra.items():
-        setattr(options, key, value)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # idle intra-op threads sleep instead of spinning: spinning threads compete with the
-    # caller (and with torch's threads between calls) for the cores; measured here with 2
-    # threads on 2 cores, they made batch-1 latency 1.5-2.8x slower and its spread 60-130%
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
 def ort_latency(models: Dict[str, torch.nn.Module], threads: int, warmup: int, repeats: int,
