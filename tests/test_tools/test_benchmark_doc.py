@@ -1,0 +1,40 @@
+"""The speed figures README quotes are those of docs/benchmark.md (the benchmark tool's
+report): a regenerated report with other figures fails this until README follows."""
+import os.path as osp
+import re
+
+from helpers import REPO_ROOT
+
+
+def read(path: str) -> str:
+    with open(osp.join(REPO_ROOT, path)) as f:
+        return f.read()
+
+
+def batch_one_rows() -> dict:
+    """{model: (eager ms, fixed-cost ms, ONNX Runtime ms)} from the batch-1 table."""
+    table = read('docs/benchmark.md').split('## Batch-1 latency at 224')[1].split('\n## ')[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) > 4 and re.match(r'[\d.]+', cells[1]):
+            rows[cells[0]] = tuple(c.split(' ')[0] for c in cells[1:4])
+    return rows
+
+
+def test_readme_latencies_are_the_benchmark_reports():
+    rows = batch_one_rows()
+    s_eager, s_fixed, s_ort = rows['DualToken-ViT-S']
+    r_eager, r_fixed, r_ort = rows['ResNet-18']
+    readme = ' '.join(read('README.md').split())  # line breaks as spaces
+    quoted = (f'DualToken-ViT-S {s_ort} ms in ONNX Runtime and {s_eager} ms in eager '
+              f'PyTorch, ResNet-18 {r_ort} ms and {r_eager} ms')
+    assert quoted in readme
+    assert f'fixed cost per call is {s_fixed} ms against ResNet-18\'s {r_fixed} ms' in readme
+
+
+def test_batch_one_table_is_parsed():
+    rows = batch_one_rows()
+    assert {'DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small'} <= rows.keys()
+    for name in ('DualToken-ViT-S', 'ResNet-18'):
+        assert all(re.fullmatch(r'\d+\.\d', v) for v in rows[name]), rows[name]
