@@ -38,3 +38,14 @@ def test_batch_one_table_is_parsed():
     assert {'DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small'} <= rows.keys()
     for name in ('DualToken-ViT-S', 'ResNet-18'):
         assert all(re.fullmatch(r'\d+\.\d', v) for v in rows[name]), rows[name]
+
+
+def test_readme_op_counts_are_the_profiles():
+    """README rounds the batch-1 op counts of the profile section (to 100 for S, 10 for
+    ResNet-18)."""
+    section = read('docs/benchmark.md').split('### Batch 1, eager: ops dispatched')[1]
+    counts = dict(re.findall(r'^\| ([\w-]+) \| (\d+) \|', section.split('\n### ')[0], re.M))
+    s_ops, r_ops = int(counts['DualToken-ViT-S']), int(counts['ResNet-18'])
+    readme = ' '.join(read('README.md').split())
+    assert (f'S runs about {round(s_ops, -2):,} small ops per image, ResNet-18 about '
+            f'{round(r_ops, -1)})') in readme
