@@ -132,6 +132,22 @@ def inference_fn(model, batch: int, size=(224, 224)):
     return run
 
 
+def batch_one_ms(models: Dict[str, torch.nn.Module], size, warmup: int, repeats: int,
+                 desc: str) -> Dict[str, float]:
+    """Median batch-1 ms at ``size`` of the models that accept it, interleaved (some peers
+    only accept their training size: they are left out, said on the console)."""
+    fns = {}
+    for n, m in models.items():
+        try:
+            with torch.no_grad():
+                m(torch.rand(1, 3, *size))
+            fns[n] = inference_fn(m, 1, size)
+        except Exception as e:
+            print(f'{n} at {size}: {type(e).__name__}')
+    times = interleaved(fns, warmup, repeats, desc)
+    return {n: statistics.median(t) * 1e3 for n, t in times.items()}
+
+
 def train_step_fn(model, batch: int):
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -507,17 +523,9 @@ def main(argv=None):
                 rows[name]['eager_ms'] = med * 1e3
     # the per-call cost that does not scale with pixels (op dispatch, kernel set-up,
     # reading the weights): batch-1 latency at FIXED_COST_SIZE, where compute is negligible
-    fns = {}
-    for n, m in models.items():
-        try:
-            with torch.no_grad():
-                m(torch.rand(1, 3, *FIXED_COST_SIZE))
-            fns[n] = inference_fn(m, 1, FIXED_COST_SIZE)
-        except Exception as e:  # some peers only accept their training size
-            print(f'{n} at {FIXED_COST_SIZE}: {type(e).__name__}')
-    times = interleaved(fns, args.warmup, args.repeats, 'fixed cost b1')
-    for name, t in times.items():
-        rows[name]['fixed_ms'] = statistics.median(t) * 1e3
+    for name, ms in batch_one_ms(models, FIXED_COST_SIZE, args.warmup, args.repeats,
+                                 'fixed cost b1').items():
+        rows[name]['fixed_ms'] = ms
     for name, r in rows.items():
         r['gmacs'] = r['macs'] * r['ips32']
         r['peak_fraction'] = r['gmacs'] / peak
@@ -530,17 +538,9 @@ def main(argv=None):
         budget.load_state_dict(models[n].backbone.state_dict())
         backbones[n + ' (budget)'] = budget
     for size in ((224, 224), *DENSE_SIZES):
-        fns = {}
-        for n, m in backbones.items():
-            try:
-                with torch.no_grad():
-                    m(torch.rand(1, 3, *size))
-                fns[n] = inference_fn(m, 1, size)
-            except Exception as e:  # some peers only accept their training size
-                print(f'{n} at {size}: {type(e).__name__}')
-        times = interleaved(fns, 1, max(3, args.repeats // 2), f'latency {size}')
-        for n, t in times.items():
-            rows.setdefault(n, {})[f'lat{size[0]}x{size[1]}'] = statistics.median(t) * 1e3
+        for n, ms in batch_one_ms(backbones, size, 1, max(3, args.repeats // 2),
+                                  f'latency {size}').items():
+            rows.setdefault(n, {})[f'lat{size[0]}x{size[1]}'] = ms
     # cost at 800x1333 over pixel scaling of the per-image time at 224 (batch 32)
     pixels = 800 * 1333 / 224 ** 2
     for n, r in rows.items():
