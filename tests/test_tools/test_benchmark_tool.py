@@ -113,3 +113,19 @@ def test_onnx_export_is_of_the_eval_graph_whatever_mode_the_model_is_in(tmp_path
     with torch.no_grad():
         expected = model.eval()(x).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_batch_one_line_reports_both_models_or_why_not():
+    """The extras' compiled batch-1 latency (timed only in full runs: compilation takes a
+    minute) is rendered with both figures and their ratio, or says what failed."""
+    benchmark = load_tool('analysis/benchmark.py')
+    result = {'DualToken-ViT-S': dict(eager_ms=36., compiled_ms=30., compile_s=70.),
+              'ResNet-18': dict(eager_ms=24., compiled_ms=18., compile_s=5.)}
+    line = benchmark.compiled_batch_one_line(result)
+    assert 'DualToken-ViT-S 30.0 ms (eager 36.0), ResNet-18 18.0 ms (eager 24.0)' in line
+    assert 'at 0.60x ResNet-18\'s speed when both are compiled' in line
+    assert '70 s and 5 s' in line
+    result['ResNet-18'] = dict(error='BackendCompilerFailed: no compiler')
+    assert 'ResNet-18 FAILED (BackendCompilerFailed: no compiler)' in \
+        benchmark.compiled_batch_one_line(result)
+    assert benchmark.compiled_batch_one_line({}).endswith('not measured')

@@ -370,6 +370,53 @@ def compile_and_bf16(model, batch: int, warmup: int, repeats: int) -> dict:
     return result
 
 
+def compiled_batch_one(names, warmup: int, repeats: int) -> dict:
+    """Batch-1 latency at 224 of each model eager and compiled as a whole graph for
+    deployment (torch.compile, inductor with freezing: weights folded into constants, ops
+    fused), interleaved: {name: dict(eager_ms, compiled_ms, compile_s)}, or dict(error=...).
+    What a compiler reaches where eager pays a fixed cost per op."""
+    import torch._inductor.config as inductor_config
+    fns, result = {}, {}
+    x = torch.rand(1, 3, 224, 224)
+    with inductor_config.patch(freezing=True):
+        for name in names:
+            model = build(name).eval()
+            try:
+                compiled = torch.compile(model, dynamic=False)
+                start = time.perf_counter()
+                _no_grad(compiled, x)
+                result[name] = dict(compile_s=time.perf_counter() - start)
+            except Exception as e:  # report it; the other figures still stand
+                result[name] = dict(error=f'{type(e).__name__}: {str(e).splitlines()[0][:150]}')
+                continue
+            fns[name + ' eager'] = inference_fn(model, 1)
+            fns[name] = lambda compiled=compiled: _no_grad(compiled, x)
+        times = interleaved(fns, warmup, repeats, 'compiled b1')
+    for name in result:
+        if name in times:
+            result[name].update(eager_ms=statistics.median(times[name + ' eager']) * 1e3,
+                                compiled_ms=statistics.median(times[name]) * 1e3)
+    return result
+
+
+def compiled_batch_one_line(result: dict, ours: str = 'DualToken-ViT-S',
+                            peer: str = 'ResNet-18') -> str:
+    """The compiled batch-1 latencies of ``ours`` and ``peer``, or why they are missing."""
+    mine, theirs = (result or {}).get(ours), (result or {}).get(peer)
+    what = 'Compiled for deployment (torch.compile, inductor with freezing), batch 1 at 224'
+    if not mine or not theirs:
+        return f'{what}: not measured'
+    failed = [f'{n} FAILED ({r["error"]})' for n, r in ((ours, mine), (peer, theirs))
+              if 'error' in r]
+    if failed:
+        return f'{what}: ' + '; '.join(failed)
+    return (f'{what}: {ours} {mine["compiled_ms"]:.1f} ms (eager {mine["eager_ms"]:.1f}), '
+            f'{peer} {theirs["compiled_ms"]:.1f} ms (eager {theirs["eager_ms"]:.1f}): {ours} '
+            f'at {theirs["compiled_ms"] / mine["compiled_ms"]:.2f}x {peer}\'s speed when both '
+            f'are compiled; first calls (compilation) {mine["compile_s"]:.0f} s and '
+            f'{theirs["compile_s"]:.0f} s.')
+
+
 def compiled_training(model, batch: int, warmup: int, repeats: int) -> dict:
     """Training step (224, fwd + bwd + AdamW) of ``model`` eager and under
     ``torch.compile(dynamic=False)`` (one graph for the fixed size), interleaved.
@@ -572,6 +619,8 @@ def main(argv=None):
             extras.update(compile_and_bf16(small, args.batch, args.warmup, args.repeats))
         except Exception as e:  # report it; the other figures still stand
             extras['compile_error'] = f'{type(e).__name__}: {str(e)[:300]}'
+        extras['compiled_b1'] = compiled_batch_one(('DualToken-ViT-S', 'ResNet-18'),
+                                                   args.warmup, args.repeats * 3)
         extras['compiled_training'] = compiled_training(
             build('DualToken-ViT-S'), args.batch, 1, max(3, args.repeats // 2))
         try:
@@ -708,6 +757,8 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
                   'interleaved.', '', '| backbone | s / iteration (spread) |', '|---|---|']
         lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} |' for n, r in det.items()]
     lines += fixed_cost_lines(rows)
+    if 'compiled_b1' in extras:
+        lines += ['', compiled_batch_one_line(extras['compiled_b1'])]
     lines += ['', '## Targets (issue 16), from this run', '']
     lines += speed_target_lines(rows, ort, det)
     return lines
