@@ -24,8 +24,12 @@ def test_benchmark_quick_run_writes_report(tmp_path):
         assert cells.count('|') == 11 and 'n/a' not in cells and 'failed' not in cells, cells
     # the RetinaNet iteration with the three backbones, and every target with its figures
     assert '## RetinaNet training iteration, 128x96, batch 2' in text
+    assert ('| backbone | s / iteration (spread) | backbone s | neck s | head + losses s | '
+            'backward s | optimizer s |') in text
     for backbone in ('DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small'):
-        assert f'| {backbone} | ' in text
+        row = next(line for line in text.split('## RetinaNet training iteration')[1].splitlines()
+                   if line.startswith(f'| {backbone} | '))
+        assert row.count('|') == 8 and 'n/a' not in row, row
     assert 'Batch-1 latency at 224 = fixed cost + a part that grows' not in text  # no S here
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)

@@ -257,24 +257,44 @@ def detection_batch(batch: int, size=(800, 1333)) -> tuple:
     return torch.rand(batch, 3, *padded), samples
 
 
-def detector_train_fn(model, batch: int, size=(800, 1333)):
-    """One training iteration: forward, losses, backward, AdamW step."""
+DET_PHASES = ('backbone', 'neck', 'head + losses', 'backward', 'optimizer')
+
+
+def detector_train_fn(model, batch: int, size=(800, 1333), phases: dict = None):
+    """One training iteration: forward, losses, backward, AdamW step. The forward is
+    SingleStageDetector.loss in its parts, so that ``phases`` (if given) collects the seconds
+    of each of DET_PHASES per call."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x, samples = detection_batch(batch, size)
 
     def run():
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = model.parse_losses(model.loss(x, samples))
+        marks = [time.perf_counter()]
+        features = model.backbone(x)
+        marks.append(time.perf_counter())
+        features = model.neck(features)
+        marks.append(time.perf_counter())
+        loss, _ = model.parse_losses(model.bbox_head.loss(features, samples))
+        marks.append(time.perf_counter())
         loss.backward()
+        marks.append(time.perf_counter())
         optimizer.step()
+        marks.append(time.perf_counter())
+        if phases is not None:
+            for phase, start, end in zip(DET_PHASES, marks, marks[1:]):
+                phases.setdefault(phase, []).append(end - start)
     return run
 
 
 def detection_training(names, batch: int, size, warmup: int, repeats: int) -> dict:
-    """Seconds per RetinaNet training iteration, interleaved: {name: dict(s, spread)}."""
-    fns = {n: detector_train_fn(build_detector(n), batch, size) for n in names}
+    """Seconds per RetinaNet training iteration, interleaved:
+    {name: dict(s, spread, phases={phase: median s of the timed calls})}."""
+    phases = {n: {} for n in names}
+    fns = {n: detector_train_fn(build_detector(n), batch, size, phases[n]) for n in names}
     times = interleaved(fns, warmup, repeats, f'RetinaNet train {size[1]}x{size[0]}')
-    return {n: dict(zip(('s', 'spread'), median_spread(t))) for n, t in times.items()}
+    return {n: dict(zip(('s', 'spread'), median_spread(t)),
+                    phases={k: statistics.median(v[-repeats:]) for k, v in phases[n].items()})
+            for n, t in times.items()}
 
 
 def peak_memory(kind: str) -> float:
@@ -754,8 +774,14 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
                   '(FPN neck, RetinaNet head) with each backbone; DualToken-ViT-S with the '
                   'config\'s 196-token budget, ResNet-18 as mmdet trains it (stem and stage 1 '
                   'frozen, BN in eval mode), EdgeNeXt-small (mmpretrain) all trainable; '
-                  'interleaved.', '', '| backbone | s / iteration (spread) |', '|---|---|']
-        lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} |' for n, r in det.items()]
+                  'interleaved. The phases are medians of the same calls (forward split into '
+                  'backbone, neck, and head with its losses).', '',
+                  '| backbone | s / iteration (spread) | '
+                  + ' | '.join(f'{p} s' for p in DET_PHASES) + ' |',
+                  '|---|---|' + '---|' * len(DET_PHASES)]
+        lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} | '
+                  + ' | '.join(_fmt(r.get('phases', {}).get(p), '.2f') for p in DET_PHASES)
+                  + ' |' for n, r in det.items()]
     lines += fixed_cost_lines(rows)
     if 'compiled_b1' in extras:
         lines += ['', compiled_batch_one_line(extras['compiled_b1'])]
