@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 # every model's ONNX Runtime session: the deployment tool's set-up
-from mmdualtoken.utils.onnx_runtime import ort_session  # noqa: E402,F401
+from mmdualtoken.utils.onnx_runtime import ort_session  # noqa: E402
 
 OURS = {
     'DualToken-ViT-T': osp.join(REPO_ROOT, 'configs', 'dualtoken_t_in1k.py'),

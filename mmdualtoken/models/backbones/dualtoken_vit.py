@@ -431,10 +431,8 @@ class DualTokenViT(BaseModule):
                 norm = getattr(self, f'norm{i}')
                 if self.gap_before_final_norm:
                     outs.append(norm(x.mean(dim=(1, 2))))
-                else:  # contiguous NCHW, as OpenMMLab's backbones give: necks and heads
-                    # then run their convs in the format they were written for (a
-                    # channels-last view carries its format into every conv after it)
-                    outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
+                else:
+                    outs.append(norm(x).permute(0, 3, 1, 2))
         return tuple(outs)
 
     # ------------------------------------------------------------------ checkpoints
