@@ -238,6 +238,10 @@ def parse_train_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch size / '
                         'auto_scale_lr.base_batch_size')
+    parser.add_argument('--release-cpu-memory', action='store_true',
+                        help="training on the CPU: keep glibc malloc's defaults, which give "
+                        'freed memory back to the system between steps (slower: '
+                        'docs/benchmark.md); by default it is kept for reuse')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -247,6 +251,9 @@ def train_main(argv=None):
     args = parse_train_args(argv)
     cfg = load_config(args)
 
+    if not torch.cuda.is_available() and not args.release_cpu_memory:
+        from .engine.cpu_heap import keep_freed_cpu_memory
+        keep_freed_cpu_memory()
     if args.amp:
         enable_amp(cfg)
     enable_compile(cfg, args.compile)

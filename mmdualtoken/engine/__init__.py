@@ -2,6 +2,7 @@ from .atomic_checkpoint import AtomicCheckpointHook, AtomicLocalBackend, atomic_
 from .compile_backbone import CompileBackboneHook
 from .cpu_amp import CPUAmpOptimWrapper
 from .cpu_distributed import CPUDistributedDataParallel, prepare_cpu_distributed
+from .cpu_heap import keep_freed_cpu_memory
 from .errors import DistributedTimeoutError, RunFault, TrainingDivergedError
 from .finite_loss_hook import FiniteLossHook
 from .random_state_hook import RandomStateHook
@@ -10,5 +11,5 @@ __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CompileBackboneHook', 'CPUAmpOptimWrapper',
     'CPUDistributedDataParallel', 'DistributedTimeoutError', 'FiniteLossHook',
     'RandomStateHook', 'RunFault', 'TrainingDivergedError', 'atomic_write',
-    'prepare_cpu_distributed'
+    'keep_freed_cpu_memory', 'prepare_cpu_distributed'
 ]

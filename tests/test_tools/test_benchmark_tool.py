@@ -9,7 +9,8 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     run_tool('analysis/benchmark.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
              '--repeats', '1', '--warmup', '0', '--batch', '2', '--threads', '1',
              '--skip-extras', '--ort-repeats', '1', '--det-size', '96', '128',
-             '--det-repeats', '1', '--out', str(out), cwd=str(tmp_path), timeout=900)
+             '--det-repeats', '1', '--heap-rounds', '1', '--heap-iterations', '1',
+             '--out', str(out), cwd=str(tmp_path), timeout=900)
     text = out.read_text()
     for row in ('| DualToken-ViT-T |', '| ResNet-18 |', '| DualToken-ViT-T (budget) |'):
         assert row in text
@@ -30,6 +31,12 @@ def test_benchmark_quick_run_writes_report(tmp_path):
         row = next(line for line in text.split('## RetinaNet training iteration')[1].splitlines()
                    if line.startswith(f'| {backbone} | '))
         assert row.count('|') == 8 and 'n/a' not in row, row
+    # CPU memory: the training figures keep freed memory, and the A/B against glibc's defaults
+    assert 'Training figures (train img/s, the RetinaNet iteration) with freed CPU memory kept' \
+        in text
+    heap = next(line for line in text.splitlines() if line.startswith('CPU memory ('))
+    assert 'the RetinaNet-S iteration at 128x96, batch 2' in heap and 'FAILED' not in heap
+    assert heap.count('page faults per iteration') == 2 and 'x the peak memory.' in heap
     assert 'Batch-1 latency at 224 = fixed cost + a part that grows' not in text  # no S here
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)

@@ -34,6 +34,7 @@ import argparse
 import collections
 import contextlib
 import io
+import json
 import os
 import os.path as osp
 import statistics
@@ -52,6 +53,8 @@ from tqdm import tqdm  # noqa: E402
 
 # every model's ONNX Runtime session: the deployment tool's set-up
 from mmdualtoken.utils.onnx_runtime import ort_session  # noqa: E402
+# tools/train.py's CPU memory setting, applied to the training sections
+from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory  # noqa: E402
 
 OURS = {
     'DualToken-ViT-T': osp.join(REPO_ROOT, 'configs', 'dualtoken_t_in1k.py'),
@@ -295,6 +298,57 @@ def detection_training(names, batch: int, size, warmup: int, repeats: int) -> di
     return {n: dict(zip(('s', 'spread'), median_spread(t)),
                     phases={k: statistics.median(v[-repeats:]) for k, v in phases[n].items()})
             for n, t in times.items()}
+
+
+HEAP_MODES = ('kept', 'released')  # tools/train.py on the CPU, and --release-cpu-memory
+HEAP_WARMUP = 2  # iterations: the kept heap reaches its peak in the first two
+
+
+def heap_worker(mode: str, iterations: int, batch: int, size, threads: int) -> dict:
+    """Run in a fresh process (:func:`cpu_heap_runs`): RetinaNet-S training iterations with
+    freed memory ``mode`` ('kept': keep_freed_cpu_memory; 'released': glibc's defaults).
+    Seconds and minor page faults of each timed iteration, and the process's peak GB."""
+    import resource
+    from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory
+    torch.set_num_threads(threads)
+    if mode == 'kept' and not keep_freed_cpu_memory(logger='silent'):
+        raise RuntimeError('keep_freed_cpu_memory() did not apply (not glibc?)')
+    run = detector_train_fn(build_detector('DualToken-ViT-S'), batch, size)
+    for _ in range(HEAP_WARMUP):
+        run()
+    seconds, faults = [], []
+    for _ in range(iterations):
+        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    with open('/proc/self/status') as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024**2
+    return dict(seconds=seconds, faults=faults, peak_gb=peak)
+
+
+def cpu_heap_runs(rounds: int, iterations: int, batch: int, size, threads: int) -> dict:
+    """The RetinaNet-S iteration with freed memory kept in the heap against glibc's defaults:
+    a fresh process per run (the setting is process-wide), the modes alternated ``rounds``
+    times. {mode: dict(s, spread, faults, peak_gb)} over all timed iterations of the mode."""
+    runs = {mode: [] for mode in HEAP_MODES}
+    for _ in tqdm(range(rounds), desc='CPU heap, RetinaNet-S', unit='round', leave=False):
+        for mode in HEAP_MODES:
+            code = (f'import json, sys; sys.path.insert(0, {osp.dirname(osp.abspath(__file__))!r}); '
+                    f'import benchmark; print(json.dumps(benchmark.heap_worker('
+                    f'{mode!r}, {iterations}, {batch}, {tuple(size)!r}, {threads})))')
+            out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                 env=dict(os.environ, PYTHONWARNINGS='ignore'))
+            if out.returncode:
+                return dict(error=(out.stderr.strip().splitlines() or ['no output'])[-1][:300])
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = {}
+    for mode, done in runs.items():
+        seconds = [t for r in done for t in r['seconds']]
+        result[mode] = dict(zip(('s', 'spread'), median_spread(seconds)),
+                            faults=statistics.median(f for r in done for f in r['faults']),
+                            peak_gb=max(r['peak_gb'] for r in done))
+    return result
 
 
 def peak_memory(kind: str) -> float:
@@ -551,6 +605,15 @@ def main(argv=None):
     parser.add_argument('--det-models', nargs='*', default=list(DET_BACKBONES),
                         choices=list(DET_BACKBONES),
                         help='RetinaNet backbones (none: skip the section)')
+    parser.add_argument('--heap-rounds', type=int, default=2,
+                        help='rounds of the RetinaNet-S iteration with freed CPU memory kept '
+                        'against glibc\'s defaults, fresh processes alternated (0: skip)')
+    parser.add_argument('--heap-iterations', type=int, default=2,
+                        help='timed iterations per process of --heap-rounds')
+    parser.add_argument('--release-cpu-memory', action='store_true',
+                        help='time the training sections with glibc malloc\'s defaults; by '
+                        'default they keep freed memory in the heap from the training step '
+                        'on, as tools/train.py trains on the CPU')
     parser.add_argument('--skip-profile', action='store_true',
                         help='skip the op profile (tools/analysis/profile_ops.py) of those of '
                              'DualToken-ViT-S, ResNet-18, EdgeNeXt-small in --models; with '
@@ -615,6 +678,10 @@ def main(argv=None):
         if 'lat800x1333' in r and reference:
             r['dense_factor'] = r['lat800x1333'] / 1e3 / (pixels / reference)
 
+    # the sections above are inference, timed with glibc malloc's defaults as tools/test.py
+    # runs; from here on freed memory stays in the heap, as tools/train.py trains on the CPU
+    args.heap = 'glibc defaults' if args.release_cpu_memory or not keep_freed_cpu_memory(
+        logger='silent') else 'kept'
     times = interleaved({n: train_step_fn(m, args.batch) for n, m in models.items()},
                         1, max(3, args.repeats // 2), 'train step')
     for name, t in times.items():
@@ -630,6 +697,10 @@ def main(argv=None):
         det_results = detection_training(args.det_models, args.det_batch,
                                          tuple(args.det_size), min(1, args.warmup),
                                          args.det_repeats)
+    heap_results = {}
+    if 'DualToken-ViT-S' in args.det_models and args.heap_rounds > 0:
+        heap_results = cpu_heap_runs(args.heap_rounds, args.heap_iterations, args.det_batch,
+                                     tuple(args.det_size), args.threads)
 
     extras = {}
     if not args.skip_extras:
@@ -656,7 +727,7 @@ def main(argv=None):
             extras['profile'] = profile_ops.profile_models(
                 names, args.threads, quick=args.skip_extras, onnx=not args.skip_ort)
 
-    extras.update(ort=ort_results, det=det_results)
+    extras.update(ort=ort_results, det=det_results, heap=heap_results)
     report = render(rows, extras, gemm, args)
     print(report)
     if args.out:
@@ -782,12 +853,35 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
         lines += [f'| {n} | {r["s"]:.3f}{_spread(r, "spread")} | '
                   + ' | '.join(_fmt(r.get('phases', {}).get(p), '.2f') for p in DET_PHASES)
                   + ' |' for n, r in det.items()]
+    lines += heap_lines(extras.get('heap'), args)
     lines += fixed_cost_lines(rows)
     if 'compiled_b1' in extras:
         lines += ['', compiled_batch_one_line(extras['compiled_b1'])]
     lines += ['', '## Targets (issue 16), from this run', '']
     lines += speed_target_lines(rows, ort, det)
     return lines
+
+
+def heap_lines(heap: dict, args) -> list:
+    """The RetinaNet-S iteration with freed CPU memory kept against glibc's defaults."""
+    if not heap:
+        return []
+    h, w = getattr(args, 'det_size', (800, 1333))
+    what = (f'CPU memory (mmdualtoken/engine/cpu_heap.py): the RetinaNet-S iteration at {w}x{h}, '
+            f'batch {getattr(args, "det_batch", 2)}, in fresh processes (the setting is '
+            f'process-wide), the two modes alternated {getattr(args, "heap_rounds", "n/a")} '
+            f'times, {HEAP_WARMUP} warm-up iterations each')
+    if 'error' in heap:
+        return ['', f'{what}: FAILED ({heap["error"]}).']
+    kept, released = heap['kept'], heap['released']
+
+    def mode(r):
+        return (f'{r["s"]:.2f} s{_spread(r, "spread")}, {r["faults"]:,.0f} page faults per '
+                f'iteration, peak {r["peak_gb"]:.2f} GB')
+    return ['', f'{what}: freed memory kept in the heap (tools/train.py\'s default on the CPU) '
+                f'{mode(kept)}; glibc\'s defaults (--release-cpu-memory) {mode(released)}. '
+                f'Kept: {released["s"] / kept["s"]:.2f}x faster, '
+                f'{kept["peak_gb"] / released["peak_gb"]:.2f}x the peak memory.']
 
 
 def fixed_cost_lines(rows: dict, ours: str = 'DualToken-ViT-S', peer: str = 'ResNet-18') -> list:
@@ -819,6 +913,12 @@ def compiled_training_line(result: dict, batch: int) -> str:
             f'{result["compile_seconds"]:.0f} s')
 
 
+def _heap_mode(args) -> str:
+    if getattr(args, 'heap', None) == 'kept':
+        return 'kept in the heap, as tools/train.py trains on the CPU'
+    return 'released by glibc malloc\'s defaults (--release-cpu-memory)'
+
+
 def _ort_version() -> str:
     try:
         import onnxruntime
@@ -836,7 +936,9 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
         f'torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved '
         f'repeats after {args.warmup} warm-up calls. fp32 GEMM peak {peak:.1f} GMAC/s '
         f'(n=2048; ' + ', '.join(f'{k} {v:.1f}' for k, v in gemm.items() if k != 'peak') +
-        '); "of peak" is achieved GMAC/s over it.',
+        '); "of peak" is achieved GMAC/s over it. Training figures (train img/s, the '
+        f'RetinaNet iteration) with freed CPU memory {_heap_mode(args)}; inference with '
+        'glibc malloc\'s defaults.',
         '',
         '| model | params (M) | MACs 224 (G) | img/s b1 | img/s b32 (spread) | GMAC/s | '
         'of peak | train img/s b32 (spread) | ms 512x512 | ms 800x1333 | 800x1333 x pixels |',
