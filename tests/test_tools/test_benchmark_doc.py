@@ -49,3 +49,25 @@ def test_readme_op_counts_are_the_profiles():
     readme = ' '.join(read('README.md').split())
     assert (f'S runs about {round(s_ops, -2):,} small ops per image, ResNet-18 about '
             f'{round(r_ops, -1)})') in readme
+
+
+def heap_figures() -> dict:
+    """The kept-heap and glibc-default figures of the RetinaNet-S iteration (CPU memory line)."""
+    line = next(line for line in read('docs/benchmark.md').splitlines()
+                if line.startswith('CPU memory ('))
+    mode = (r'([\d.]+) s \(\d+%\), ([\d,]+) page faults per iteration, peak ([\d.]+) GB')
+    kept = re.search(r"kept in the heap \(tools/train.py's default on the CPU\) " + mode, line)
+    released = re.search(r"glibc's defaults \(--release-cpu-memory\) " + mode, line)
+    speedup = re.search(r'Kept: ([\d.]+)x faster', line)
+    assert kept and released and speedup, line
+    return dict(kept=kept.groups(), released=released.groups(), speedup=speedup.group(1))
+
+
+def test_readme_cpu_memory_figures_are_the_benchmark_reports():
+    figures = heap_figures()
+    (k_s, k_faults, k_gb), (r_s, r_faults, r_gb) = figures['kept'], figures['released']
+    readme = ' '.join(read('README.md').split())
+    quoted = (f'{k_s} s with the memory kept against {r_s} s with glibc\'s defaults '
+              f'({figures["speedup"]}x faster; {k_faults} against {r_faults} page faults per '
+              f'iteration), peak memory {k_gb} GB against {r_gb} GB')
+    assert quoted in readme
