@@ -5,10 +5,11 @@ kept for the backward, their gradients, the detector's feature maps. glibc's mal
 a request above its mmap threshold (128 KiB, raised up to 32 MiB as such blocks are freed)
 with a fresh ``mmap`` that it unmaps on free, and it trims free memory off the top of its
 heap. Each iteration then faults all that memory in again, page by page, zero-filled by the
-kernel (the faults per RetinaNet iteration are in docs/benchmark.md). :func:`keep_freed_cpu_memory` switches both off through ``mallopt`` (``M_MMAP_MAX`` = 0 and
-``M_TRIM_THRESHOLD`` = -1, the values glibc documents as "no mmap" and "no trimming"): freed
-memory stays in the heap and the next iteration reuses it without a fault. The speed-up and
-the memory it costs are measured by tools/analysis/benchmark.py (docs/benchmark.md).
+kernel. :func:`keep_freed_cpu_memory` switches both off through ``mallopt`` (``M_MMAP_MAX``
+= 0 and ``M_TRIM_THRESHOLD`` = -1, the values glibc documents as "no mmap" and "no
+trimming"): freed memory stays in the heap and the next iteration reuses it without a fault.
+The page faults, the speed-up and the memory it costs are measured by
+tools/analysis/benchmark.py (docs/benchmark.md, the RetinaNet section).
 
 It changes no result; it is process-wide and stays on. The price: the process stays at the
 peak memory it has reached, which glibc would otherwise partly give back between steps.

@@ -25,6 +25,11 @@ and a RetinaNet training iteration (forward, backward, AdamW) at 1333x800, batch
 neck and head of configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget),
 mmdet's ResNet-18 and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input
 channels adapted). Every target is printed with the measured figure beside it.
+The inference sections run with glibc malloc's defaults (as tools/test.py), the training
+sections with freed memory kept in the heap (as tools/train.py trains on the CPU,
+mmdualtoken/engine/cpu_heap.py; ``--release-cpu-memory``: defaults there too); the
+RetinaNet-S iteration is also timed in both modes, in fresh processes alternated
+(``--heap-rounds``), with its page faults and peak memory.
 After the timed sections, tools/analysis/profile_ops.py profiles DualToken-ViT-S, ResNet-18
 and EdgeNeXt-small (those of --models) for the section "Where the time goes" (``--skip-profile``
 skips it).
@@ -309,7 +314,6 @@ def heap_worker(mode: str, iterations: int, batch: int, size, threads: int) -> d
     freed memory ``mode`` ('kept': keep_freed_cpu_memory; 'released': glibc's defaults).
     Seconds and minor page faults of each timed iteration, and the process's peak GB."""
     import resource
-    from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory
     torch.set_num_threads(threads)
     if mode == 'kept' and not keep_freed_cpu_memory(logger='silent'):
         raise RuntimeError('keep_freed_cpu_memory() did not apply (not glibc?)')
@@ -332,10 +336,11 @@ def cpu_heap_runs(rounds: int, iterations: int, batch: int, size, threads: int) 
     a fresh process per run (the setting is process-wide), the modes alternated ``rounds``
     times. {mode: dict(s, spread, faults, peak_gb)} over all timed iterations of the mode."""
     runs = {mode: [] for mode in HEAP_MODES}
+    here = osp.dirname(osp.abspath(__file__))
     for _ in tqdm(range(rounds), desc='CPU heap, RetinaNet-S', unit='round', leave=False):
         for mode in HEAP_MODES:
-            code = (f'import json, sys; sys.path.insert(0, {osp.dirname(osp.abspath(__file__))!r}); '
-                    f'import benchmark; print(json.dumps(benchmark.heap_worker('
+            code = (f'import json, sys; sys.path.insert(0, {here!r}); import benchmark; '
+                    f'print(json.dumps(benchmark.heap_worker('
                     f'{mode!r}, {iterations}, {batch}, {tuple(size)!r}, {threads})))')
             out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                                  env=dict(os.environ, PYTHONWARNINGS='ignore'))
