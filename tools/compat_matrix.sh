@@ -33,7 +33,8 @@ COMMON=(mmengine==0.10.7 mmcv-lite==2.1.0 pytest pytest-xdist hypothesis onnx on
 # the backbone tests: they import torch, mmengine, mmcv and mmdualtoken only
 TESTS=(tests/test_compat.py tests/test_import.py tests/test_models/test_dualtoken_vit.py
        tests/test_models/test_layers.py tests/test_models/test_fast_paths.py
-       tests/test_models/test_pretrained_loading.py tests/test_models/test_onnx_export.py)
+       tests/test_models/test_pretrained_loading.py tests/test_models/test_onnx_export.py
+       tests/test_checkpoint_loading.py)
 # tests that need what the matrix leaves out on purpose: the three frameworks, torch.export
 DESELECT=(-k "not framework and not dynamo and not torch_compile")
 if [[ $SHORT == 1 ]]; then

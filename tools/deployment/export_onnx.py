@@ -92,11 +92,12 @@ def build(arch: str, max_global_tokens, checkpoint) -> DualTokenViT:
 
 
 def load_backbone_weights(model: DualTokenViT, arch: str, path: str) -> None:
-    """Load the backbone tensors of ``path`` (weights-only loading) into ``model``, a
-    DualTokenViT of ``arch``."""
+    """Load the backbone tensors of ``path`` (safe loading: torch's weights-only loader, on
+    torch < 2.4 the same allow-list) into ``model``, a DualTokenViT of ``arch``."""
     from mmdualtoken.checkpoint import check_arch, extract_backbone_weights
+    from mmdualtoken.safe_loading import load_checkpoint_safely
     try:
-        loaded = torch.load(path, map_location='cpu', weights_only=True)
+        loaded = load_checkpoint_safely(path)
     except pickle.UnpicklingError as e:
         refused = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadConfigError(f'--checkpoint {path}: safe (weights-only) loading refused an '

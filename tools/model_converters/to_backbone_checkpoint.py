@@ -6,8 +6,9 @@
 Accepts an mmengine checkpoint, a bare state dict, keys with or without ``backbone.`` or
 ``module.``, or the EMA weights of an EMAHook run (--use-ema). Writes
 ``{'state_dict': {'backbone.*': ...}}`` for ``init_cfg=dict(type='Pretrained',
-checkpoint=DST, prefix='backbone.')``. Refuses a checkpoint of another arch. Loading uses
-torch's safe loader (weights_only). Running it on its own output changes nothing.
+checkpoint=DST, prefix='backbone.')``. Refuses a checkpoint of another arch. Loading is
+safe (mmdualtoken.safe_loading.load_checkpoint_safely: torch's weights-only loader, and on
+torch < 2.4 the same allow-list). Running it on its own output changes nothing.
 """
 import argparse
 import os.path as osp
@@ -18,6 +19,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from mmdualtoken.checkpoint import to_backbone_checkpoint  # noqa: E402
+from mmdualtoken.safe_loading import load_checkpoint_safely  # noqa: E402
 
 
 def main(argv=None):
@@ -28,7 +30,7 @@ def main(argv=None):
                         '(tiny, small, tiny-mix, small-mix)')
     parser.add_argument('--use-ema', action='store_true', help='take the EMA weights')
     args = parser.parse_args(argv)
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
+    checkpoint = load_checkpoint_safely(args.src)
     converted = to_backbone_checkpoint(checkpoint, args.arch, use_ema=args.use_ema)
     torch.save(converted, args.dst)
     print(f'wrote {args.dst}: {len(converted["state_dict"])} backbone tensors '
