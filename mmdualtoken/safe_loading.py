@@ -92,16 +92,19 @@ class AllowListUnpickler(pickle.Unpickler):
     ``pickle.UnpicklingError`` naming it, before anything of it runs. torch.load passes
     storages to its own wrapper before this ``find_class`` is asked."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowed = _allow_list()
+
     def find_class(self, module: str, name: str):
         # protocol 2 (torch.save's) names builtins the Python 2 way: __builtin__.getattr
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = _allow_list()
         key = f'{module}.{name}'
-        if key not in allowed:
+        if key not in self.allowed:
             raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {key} is not in the '
                                          'allow-list of mmdualtoken.safe_loading')
-        return allowed[key]
+        return self.allowed[key]
 
 
 def _allow_list() -> dict:
