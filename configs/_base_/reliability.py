@@ -12,8 +12,8 @@
 #     default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 # (atomic checkpoint and last_checkpoint writes, outdated checkpoints removed only after
 # both: a kill at any moment leaves a checkpoint to resume from).
-# mmdualtoken.datasets.transforms: LoadCheckedImageFromFile and CheckSegMap (bad data gets
-# one error naming the file)
+# mmdualtoken.datasets.transforms: LoadCheckedImageFromFile, LoadCheckedSegMap and CheckSegMap
+# (bad data gets one error naming the file)
 custom_imports = dict(
     imports=['mmdualtoken', 'mmdualtoken.engine', 'mmdualtoken.datasets.transforms'],
     allow_failed_imports=False)

@@ -11,7 +11,7 @@ metainfo = dict(
 crop_size = (128, 128)
 train_pipeline = [
     dict(type='LoadCheckedImageFromFile'),  # a bad image stops the run, named
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadCheckedSegMap', reduce_zero_label=True),  # a bad label map too
     dict(type='CheckSegMap', num_classes=len(metainfo['classes'])),
     dict(type='RandomResize', scale=(160, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),

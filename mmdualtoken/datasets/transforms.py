@@ -101,10 +101,51 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
 
 
 @TRANSFORMS.register_module()
+class LoadCheckedSegMap(BaseTransform):
+    """mmseg's ``LoadAnnotations`` that fails with one line naming the file when the
+    segmentation map is missing, truncated or cannot be decoded.
+
+    mmseg's transform decodes a truncated PNG into an ``OSError: image file is truncated``
+    traceback that names no file. This one reads the file, checks its ending as
+    :class:`LoadCheckedImageFromFile` does (:func:`truncation`), then lets mmseg's transform,
+    built from the same arguments, load it (a second read, from the page cache). Put
+    :class:`CheckSegMap` after it. Training pipelines only: the inferencers remove mmseg's
+    ``LoadAnnotations`` from test pipelines by its name.
+
+    Args:
+        **kwargs: mmseg's ``LoadAnnotations`` arguments (``reduce_zero_label``,
+            ``backend_args``, ``imdecode_backend``).
+    """
+
+    def __init__(self, **kwargs):
+        self.load = TRANSFORMS.build(dict(type='mmseg.LoadAnnotations', **kwargs))
+
+    def transform(self, results: dict) -> dict:
+        path = results['seg_map_path']
+        try:
+            data = fileio.get(path, backend_args=self.load.backend_args)
+        except FileNotFoundError:
+            raise BadDataError(f'Bad segmentation map {path}: the file does not exist') \
+                from None
+        problem = truncation(data)
+        if problem:
+            raise BadDataError(f'Bad segmentation map {path}: the file is truncated: {problem}')
+        try:
+            return self.load(results)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's and OpenCV's decode errors
+            raise BadDataError(f'Bad segmentation map {path}: it cannot be decoded ({e})') \
+                from None
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.load!r})'
+
+
+@TRANSFORMS.register_module()
 class CheckSegMap(BaseTransform):
     """Fail with one line naming the file when a segmentation map does not fit its image.
 
-    Place it right after mmseg's ``LoadAnnotations``; without a loaded map (inference) it
+    Place it right after :class:`LoadCheckedSegMap` (or mmseg's ``LoadAnnotations``, as the
+    test pipelines have); without a loaded map (inference) it
     does nothing. It checks that the map has the image's
     original size (``ori_shape``, so a Resize between the two does not matter) and one
     channel, and that every value is a class index or the ignore index, after

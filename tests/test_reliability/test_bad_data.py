@@ -224,6 +224,43 @@ def test_segmentation_label_value_out_of_range(tmp_path, fault_report):
                  happened=f'stopped when the sample was loaded: {line}', lost=WHEN_LOADED)
 
 
+def test_segmentation_truncated_label_map(tmp_path, fault_report):
+    work = tiny_data(tmp_path, 'ade')
+    path = osp.join(work, LABEL)
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    proc = train(work, 'tiny/fpn_dualtoken_s_ade20k_tiny.py')
+    line = error_line(proc)
+    assert line == (f'error: Bad segmentation map {LABEL}: the file is truncated: its PNG data '
+                    'stops before the IEND chunk')
+    assert not [f for f in os.listdir(osp.join(work, 'work_dir')) if f.endswith('.pth')]
+    fault_report('data', fault='segmentation: a truncated label map (PNG)',
+                 happened=f'stopped when the sample was loaded: {line}', lost=WHEN_LOADED)
+
+
+def test_undecodable_label_map_is_named(tmp_path):
+    """A label map that is no image at all (complete, so the truncation check passes it on):
+    mmseg's loader fails inside PIL, and the error names the file."""
+    import mmseg.datasets  # noqa: F401  (registers mmseg's LoadAnnotations)
+
+    from mmdualtoken.datasets.checks import BadDataError
+    from mmdualtoken.datasets.transforms import LoadCheckedSegMap
+    path = tmp_path / 'label.png'
+    path.write_bytes(b'not an image at all' * 4)
+    load = LoadCheckedSegMap(reduce_zero_label=True)
+    results = dict(seg_map_path=str(path), seg_fields=[], reduce_zero_label=True)
+    with pytest.raises(BadDataError, match=rf'^Bad segmentation map {re.escape(str(path))}: it '
+                                           r'cannot be decoded \(cannot identify image file'):
+        load(results)
+    with pytest.raises(BadDataError, match=r'the file does not exist$'):
+        load(dict(results, seg_map_path=str(tmp_path / 'missing.png')))
+    # a good map loads as mmseg's own transform loads it
+    Image.fromarray(np.full((4, 6), 3, np.uint8)).save(path)
+    assert (load(dict(results))['gt_seg_map'] == 2).all()  # reduce_zero_label: 3 -> 2
+
+
 # ------------------------------------------------- classification (ImageNet layout, meta/)
 
 META = f'{IMAGENET}/meta/train.txt'
