@@ -53,6 +53,17 @@ def truncation(data: bytes) -> Optional[str]:
     return None
 
 
+def read_checked(get, filename: str) -> tuple:
+    """``(bytes, None)`` for a complete file, ``(None, problem)`` for a missing or truncated
+    one; ``get`` reads a file's bytes (the loaders' file backend)."""
+    try:
+        data = get(filename)
+    except FileNotFoundError:
+        return None, 'the file does not exist'
+    problem = truncation(data)
+    return (None, f'the file is truncated: {problem}') if problem else (data, None)
+
+
 @TRANSFORMS.register_module()
 class LoadCheckedImageFromFile(LoadImageFromFile):
     """mmcv's ``LoadImageFromFile`` that fails with one line naming the file when the image
@@ -73,17 +84,14 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
 
     def transform(self, results: dict) -> Optional[dict]:
         filename = results['img_path']
-        try:
-            if self.file_client_args is not None:
-                img_bytes = fileio.FileClient.infer_client(self.file_client_args,
-                                                           filename).get(filename)
-            else:
-                img_bytes = fileio.get(filename, backend_args=self.backend_args)
-        except FileNotFoundError:
-            return self._fail(filename, 'the file does not exist')
-        problem = truncation(img_bytes)
+        if self.file_client_args is not None:
+            get = fileio.FileClient.infer_client(self.file_client_args, filename).get
+        else:
+            def get(name):
+                return fileio.get(name, backend_args=self.backend_args)
+        img_bytes, problem = read_checked(get, filename)
         if problem:
-            return self._fail(filename, f'the file is truncated: {problem}')
+            return self._fail(filename, problem)
         try:
             img = mmcv.imfrombytes(img_bytes, flag=self.color_type,
                                    backend=self.imdecode_backend)
@@ -106,8 +114,8 @@ class LoadCheckedSegMap(BaseTransform):
     segmentation map is missing, truncated or cannot be decoded.
 
     mmseg's transform decodes a truncated PNG into an ``OSError: image file is truncated``
-    traceback that names no file. This one reads the file, checks its ending as
-    :class:`LoadCheckedImageFromFile` does (:func:`truncation`), then lets mmseg's transform,
+    traceback that names no file. This one reads and checks the file as
+    :class:`LoadCheckedImageFromFile` does (:func:`read_checked`), then lets mmseg's transform,
     built from the same arguments, load it (a second read, from the page cache). Put
     :class:`CheckSegMap` after it. Training pipelines only: the inferencers remove mmseg's
     ``LoadAnnotations`` from test pipelines by its name.
@@ -122,14 +130,10 @@ class LoadCheckedSegMap(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         path = results['seg_map_path']
-        try:
-            data = fileio.get(path, backend_args=self.load.backend_args)
-        except FileNotFoundError:
-            raise BadDataError(f'Bad segmentation map {path}: the file does not exist') \
-                from None
-        problem = truncation(data)
+        _, problem = read_checked(
+            lambda name: fileio.get(name, backend_args=self.load.backend_args), path)
         if problem:
-            raise BadDataError(f'Bad segmentation map {path}: the file is truncated: {problem}')
+            raise BadDataError(f'Bad segmentation map {path}: {problem}')
         try:
             return self.load(results)
         except (OSError, ValueError, SyntaxError) as e:  # PIL's and OpenCV's decode errors

@@ -685,8 +685,7 @@ def main(argv=None):
 
     # the sections above are inference, timed with glibc malloc's defaults as tools/test.py
     # runs; from here on freed memory stays in the heap, as tools/train.py trains on the CPU
-    args.heap = 'glibc defaults' if args.release_cpu_memory or not keep_freed_cpu_memory(
-        logger='silent') else 'kept'
+    heap_kept = not args.release_cpu_memory and keep_freed_cpu_memory(logger='silent')
     times = interleaved({n: train_step_fn(m, args.batch) for n, m in models.items()},
                         1, max(3, args.repeats // 2), 'train step')
     for name, t in times.items():
@@ -732,7 +731,7 @@ def main(argv=None):
             extras['profile'] = profile_ops.profile_models(
                 names, args.threads, quick=args.skip_extras, onnx=not args.skip_ort)
 
-    extras.update(ort=ort_results, det=det_results, heap=heap_results)
+    extras.update(ort=ort_results, det=det_results, heap=heap_results, heap_kept=heap_kept)
     report = render(rows, extras, gemm, args)
     print(report)
     if args.out:
@@ -918,8 +917,8 @@ def compiled_training_line(result: dict, batch: int) -> str:
             f'{result["compile_seconds"]:.0f} s')
 
 
-def _heap_mode(args) -> str:
-    if getattr(args, 'heap', None) == 'kept':
+def _heap_mode(extras: dict) -> str:
+    if extras.get('heap_kept'):
         return 'kept in the heap, as tools/train.py trains on the CPU'
     return 'released by glibc malloc\'s defaults (--release-cpu-memory)'
 
@@ -942,7 +941,7 @@ def render(rows: dict, extras: dict, gemm: dict, args) -> str:
         f'repeats after {args.warmup} warm-up calls. fp32 GEMM peak {peak:.1f} GMAC/s '
         f'(n=2048; ' + ', '.join(f'{k} {v:.1f}' for k, v in gemm.items() if k != 'peak') +
         '); "of peak" is achieved GMAC/s over it. Training figures (train img/s, the '
-        f'RetinaNet iteration) with freed CPU memory {_heap_mode(args)}; inference with '
+        f'RetinaNet iteration) with freed CPU memory {_heap_mode(extras)}; inference with '
         'glibc malloc\'s defaults.',
         '',
         '| model | params (M) | MACs 224 (G) | img/s b1 | img/s b32 (spread) | GMAC/s | '
