@@ -59,3 +59,46 @@ def test_missing_file_and_wrong_prefix(tmp_path):
     with pytest.raises(ValueError, match=r"No tensors under prefix 'backbone.'.*'stages.'"):
         pretrained(path).init_weights()
     pretrained(path, prefix=None).init_weights()  # the bare layout loads without a prefix
+
+
+class RunsWhenUnpickled:
+    """Unpickling it would run code: its reconstruction writes a marker file."""
+
+    def __init__(self, path, unpickled=False):
+        if unpickled:
+            open(path, 'w').close()
+        self.path = path
+
+    def __reduce__(self):
+        return (RunsWhenUnpickled, (self.path, True))
+
+
+def test_a_runner_checkpoint_loads_safely_on_every_torch(tmp_path):
+    """What an ImageNet run's epoch_300.pth holds (message hub, numpy scalars, optimizer
+    state) loads with weights-only unpickling: torch's allow-list where torch has one, our
+    AllowListUnpickler on torch < 2.4 (tools/compat_matrix.sh runs this on torch 2.1.2,
+    where torch.load would otherwise unpickle the file fully)."""
+    import numpy as np
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('pretrained_loading_test')
+    hub.update_scalar('train/loss', 0.5)
+    source = DualTokenViT(arch=ARCH)
+    path = tmp_path / 'epoch_300.pth'
+    torch.save(dict(meta=dict(epoch=300, seed=np.int64(0)),
+                    state_dict={'backbone.' + k: v for k, v in source.state_dict().items()},
+                    message_hub=hub.state_dict()), path)
+    model = pretrained(path)
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_a_foreign_object_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / 'ran'
+    state = {'backbone.' + k: v for k, v in DualTokenViT(arch=ARCH).state_dict().items()}
+    path = tmp_path / 'foreign.pth'
+    torch.save(dict(state_dict=state, extra=RunsWhenUnpickled(str(marker))), path)
+    with pytest.raises(RuntimeError, match='Refusing to load the pretrained checkpoint .*'
+                       'Unsupported global: GLOBAL .*RunsWhenUnpickled'):
+        pretrained(path).init_weights()
+    assert not marker.exists()

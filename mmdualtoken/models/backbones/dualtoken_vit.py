@@ -2,6 +2,7 @@
 import copy
 import itertools
 import math
+import os.path as osp
 import pickle
 import re
 from contextlib import contextmanager, nullcontext
@@ -466,10 +467,20 @@ class DualTokenViT(BaseModule):
         super().init_weights()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
-        """Load this backbone's tensors from ``checkpoint`` (keys under ``prefix``)."""
+        """Load this backbone's tensors from ``checkpoint`` (keys under ``prefix``).
+
+        A local file is read by :func:`mmdualtoken.safe_loading.load_checkpoint_safely`
+        (weights-only on every torch, also < 2.4 where ``torch.load`` would unpickle fully);
+        other schemes (``https://``, ``open-mmlab://``...) by mmengine's CheckpointLoader."""
         from mmengine.runner.checkpoint import CheckpointLoader
+
+        from ...safe_loading import load_checkpoint_safely
+        local = '://' not in checkpoint
         try:
-            loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+            if local:
+                loaded = load_checkpoint_safely(osp.expanduser(checkpoint), map_location='cpu')
+            else:
+                loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
         except FileNotFoundError:
             raise FileNotFoundError(f'Pretrained checkpoint not found: {checkpoint}') from None
         except pickle.UnpicklingError as e:  # weights-only loading refused an object
