@@ -153,6 +153,8 @@ TWO_MACHINES = [
 DEPLOYMENT = [
     'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
     '--out dualtoken_s.onnx --latency',
+    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
+    '--exporter dynamo --out dualtoken_s_dynamo.onnx --latency',
 ]
 INSTALLS = ['pip install -e ".[det]"', 'pip install -e ".[seg]"']
 OWN_ENVIRONMENT = ['make demo', 'make test', 'source .venv/bin/activate']
@@ -320,14 +322,15 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
     assert (tmp_path / 'work_dirs' / 'compiled' / 'epoch_1.pth').is_file()
 
 
-def test_deployment_command(tmp_path):
-    """Unchanged: S exported at 224, checked in ONNX Runtime and timed (about 10 s)."""
-    export, = DEPLOYMENT
+@pytest.mark.parametrize('export', DEPLOYMENT, ids=['torchscript', 'dynamo'])
+def test_deployment_command(tmp_path, export):
+    """Unchanged: S exported at 224, checked in ONNX Runtime and timed (10-20 s each)."""
     out = ok(export, tmp_path)
     assert re.search(r'max \|ONNX Runtime - PyTorch\| = \S+ over the 3 outputs .*: OK', out)
     assert re.search(r'ONNX Runtime, batch 1 at 224x224, 2 intra-op thread\(s\): median '
                      r'\d+\.\d+ ms', out), out[-3000:]
-    assert (tmp_path / 'dualtoken_s.onnx').stat().st_size > 50 * 2**20  # 13.7 M fp32 weights
+    graph = tmp_path / shlex.split(export)[shlex.split(export).index('--out') + 1]
+    assert graph.stat().st_size > 50 * 2**20  # 13.7 M fp32 weights, in the one file
 
 
 def test_install_into_an_environment_that_has_torch_and_mmcv(tmp_path):

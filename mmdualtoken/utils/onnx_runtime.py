@@ -18,6 +18,11 @@ import time
 from typing import Callable
 
 SESSION_CONFIG = {'session.intra_op.allow_spinning': '0'}
+# The opset of our torch.export-based graphs (export_onnx.py --exporter dynamo, the
+# benchmark's): the first with ONNX's Attention op (23), after Gelu (20). Against the
+# exporter's default (18) the graph of DualToken-ViT-S loses ~450 of ~1,900 nodes after
+# ONNX Runtime's optimisations, erf-GELUs and attention decompositions (docs/benchmark.md).
+DYNAMO_OPSET = 23
 
 
 def ort_session(path: str, threads: int = 2, **extra):

@@ -41,6 +41,11 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)
     assert targets[4].startswith('- RetinaNet training iteration: S ')
+    # the compute floor of both models, batch 1 and the training step
+    floor = text.split('## What the kernels allow: the compute ops alone')[1]
+    for name in ('DualToken-ViT-T', 'ResNet-18'):
+        for scenario in ('batch 1', 'training step'):
+            assert f'| {name} | {scenario} | ' in floor
     # the op profile after the timings, in its quick form, of the --models it covers
     profile = text.split('## Where the time goes (profile)')[1]
     assert '- Batch 1, eager: ResNet-18 ' in profile and 'batch 2.' in profile
@@ -140,3 +145,25 @@ def test_compiled_batch_one_line_reports_both_models_or_why_not():
     assert 'ResNet-18 FAILED (BackendCompilerFailed: no compiler)' in \
         benchmark.compiled_batch_one_line(result)
     assert benchmark.compiled_batch_one_line({}).endswith('not measured')
+
+
+def test_unmet_targets_carry_the_compute_floor():
+    """An unmet target says the best ratio the compute ops alone allow, and whether even that
+    reaches the target (figures of compute_floor.floors)."""
+    benchmark = load_tool('analysis/benchmark.py')
+    rows = {'DualToken-ViT-S': dict(eager_ms=40., train_ips=10., ips32=60.),
+            'ResNet-18': dict(eager_ms=25., train_ips=20., ips32=40.),
+            'EdgeNeXt-small': dict(train_ips=9.)}
+    floor = {'batch 1': {'DualToken-ViT-S': dict(full_ms=40., floor_ms=30.),
+                         'ResNet-18': dict(full_ms=25., floor_ms=20.)},
+             'training step': {'DualToken-ViT-S': dict(full_ms=3200., floor_ms=2000.),
+                               'ResNet-18': dict(full_ms=1600., floor_ms=1300.),
+                               'EdgeNeXt-small': dict(full_ms=3600., floor_ms=3000.)}}
+    lines = benchmark.speed_target_lines(rows, {}, {}, floor)
+    # batch 1: 25 / 30 = 0.83x at best, below 1.0: out of reach with these kernels
+    assert lines[0].endswith('NOT met); with its compute ops alone at most 0.83x: out of '
+                             'reach without other kernels or other maths'), lines[0]
+    assert 'at most 0.80x: out of reach' in lines[2]  # 1600 / 2000 < 1.2
+    # against EdgeNeXt 10 / 9 = 1.11x < 1.3 (NOT met), but the floor allows 3600 / 2000
+    assert 'NOT met); with its compute ops alone at most 1.80x: not excluded' in lines[3]
+    assert 'compute ops alone' not in lines[5]  # met targets carry no bound

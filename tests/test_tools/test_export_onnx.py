@@ -94,3 +94,35 @@ def test_a_graph_that_differs_from_pytorch_fails_verification(tmp_path):
                        r'differs from PyTorch by up to 0.001'):
         tool.verify(model, session, [(1, 64, 64)])
 
+
+
+def test_dynamo_exporter_writes_one_file_with_fused_attention_and_gelu(tmp_path):
+    """--exporter dynamo: opset 23, ONNX's own Attention and Gelu nodes (no erf or softmax
+    decompositions), the weights inside the one file, checked in ONNX Runtime."""
+    out = tmp_path / 'tiny_dynamo.onnx'
+    proc = run_tool(TOOL, '--arch', 'tiny', '--shape', '64', '96', '--exporter', 'dynamo',
+                    '--out', str(out), cwd=str(tmp_path), timeout=300)
+    assert 'torch.export-based exporter, opset 23, fixed shape' in proc.stdout
+    assert '[verify] ONNX Runtime against PyTorch at 1x3x64x96' in proc.stdout
+    assert 'Skipping constant folding' not in proc.stdout + proc.stderr
+    model = onnx.load(str(out))
+    assert max(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')) == 23
+    ops = [n.op_type for n in model.graph.node]
+    blocks = sum(DualTokenViT(arch='tiny').arch_settings['depths'])
+    assert ops.count('Attention') == 2 * blocks and 'Gelu' in ops  # aggregation, broadcast
+    assert not {'Erf', 'Softmax'} & set(ops)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no external data file
+
+
+def test_dynamo_exporter_errors_name_the_way_out(tmp_path, monkeypatch):
+    tool = load_tool(TOOL)
+    out = str(tmp_path / 'x.onnx')
+    with pytest.raises(LaunchError, match="--exporter 'onnx': use one of torchscript, dynamo"):
+        tool.main(['--exporter', 'onnx', '--out', out])
+    with pytest.raises(LaunchError, match='--dynamic needs --exporter torchscript'):
+        tool.main(['--exporter', 'dynamo', '--dynamic', '--out', out])
+    monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript fails
+    with pytest.raises(LaunchError, match='--exporter dynamo: the torch.export-based exporter '
+                       r'needs onnxscript \(pip install onnxscript\); --exporter torchscript'):
+        tool.main(['--arch', 'tiny', '--exporter', 'dynamo', '--out', out])
+    assert not (tmp_path / 'x.onnx').exists()

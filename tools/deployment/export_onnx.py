@@ -24,7 +24,9 @@ A bad argument, a missing or unfitting checkpoint or a missing onnxruntime is on
 ``error: ...``, and exit code 1.
 """
 import argparse
+import contextlib
 import inspect
+import io
 import os
 import os.path as osp
 import pickle
@@ -40,8 +42,10 @@ from mmdualtoken.engine.errors import RunFault  # noqa: E402
 from mmdualtoken.launch import (BadConfigError, LaunchError, MissingFileError,  # noqa: E402
                                  run_tool)
 from mmdualtoken.models import DualTokenViT  # noqa: E402
+from mmdualtoken.utils.onnx_runtime import DYNAMO_OPSET  # noqa: E402
 
-OPSET = 17
+OPSET = 17  # TorchScript-based exporter (mmdeploy's)
+EXPORTERS = ('torchscript', 'dynamo')
 OUTPUTS = ['stride8', 'stride16', 'stride32']
 ATOL, RTOL = 1e-4, 1e-3  # fp32 ONNX Runtime vs PyTorch (tests/test_models/test_onnx_export.py)
 
@@ -61,7 +65,11 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'),
                         help='input height and width the graph is traced at (default: 224 224)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='dynamic batch, height and width')
+                        help='dynamic batch, height and width (TorchScript exporter)')
+    parser.add_argument('--exporter', default='torchscript',
+                        help='torchscript (opset 17, what mmdeploy uses; default) or dynamo '
+                        '(torch.export-based, opset 23: fused Gelu and Attention nodes, the '
+                        'faster graph in ONNX Runtime; fixed shape)')
     parser.add_argument('--out', help='ONNX file to write (default: dualtoken_<arch>.onnx)')
     parser.add_argument('--latency', action='store_true',
                         help='print the batch-1 latency in ONNX Runtime')
@@ -114,8 +122,28 @@ def load_backbone_weights(model: DualTokenViT, arch: str, path: str) -> None:
     print(f'[export] loaded {len(weights)} backbone tensors from {path}')
 
 
-def export(model: DualTokenViT, path: str, shape, dynamic: bool) -> None:
-    """TorchScript-based export (what mmdeploy uses), opset 17."""
+def dynamo_export_missing() -> str:
+    """Why this torch cannot export with ``dynamo=True`` at DYNAMO_OPSET ('' if it can)."""
+    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+        return f'torch {torch.__version__} has no torch.export-based ONNX exporter'
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return 'the torch.export-based exporter needs onnxscript (pip install onnxscript)'
+    return ''
+
+
+def export(model: DualTokenViT, path: str, shape, dynamic: bool,
+           exporter: str = 'torchscript') -> None:
+    """TorchScript-based export (what mmdeploy uses), opset 17; or, with ``exporter='dynamo'``,
+    torch.export-based at DYNAMO_OPSET and a fixed shape."""
+    if exporter == 'dynamo':
+        # the exporter's progress lines and its optimiser's notes on folding
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            torch.onnx.export(model, (torch.rand(1, 3, *shape), ), path, dynamo=True,
+                              opset_version=DYNAMO_OPSET, input_names=['image'],
+                              output_names=OUTPUTS, external_data=False)  # one file
+        return
     kwargs = dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters \
         else {}
     axes = None
@@ -167,6 +195,16 @@ def main(argv=None):
     if args.threads < 1 or args.runs < 1:
         raise BadConfigError(f'--threads and --runs must be positive, got {args.threads} and '
                              f'{args.runs}')
+    if args.exporter not in EXPORTERS:
+        raise BadConfigError(f'--exporter {args.exporter!r}: use one of {", ".join(EXPORTERS)}')
+    if args.exporter == 'dynamo':
+        if args.dynamic:
+            raise BadConfigError('--dynamic needs --exporter torchscript (the dynamo export is '
+                                 'traced at one fixed --shape)')
+        missing = dynamo_export_missing()
+        if missing:
+            raise LaunchError(f'--exporter dynamo: {missing}; --exporter torchscript works on '
+                              'every supported torch')
     require_onnxruntime()
     if args.checkpoint and not osp.isfile(args.checkpoint):
         raise MissingFileError(f'--checkpoint: checkpoint not found: {args.checkpoint}')
@@ -178,12 +216,13 @@ def main(argv=None):
     model = build(args.arch, args.max_global_tokens, args.checkpoint)
 
     axes = 'dynamic batch, height and width' if args.dynamic else 'fixed shape'
-    print(f'[export] tracing at 1x3x{height}x{width} (TorchScript exporter, opset {OPSET}, '
-          f'{axes}) ...', flush=True)
+    how = ('TorchScript exporter, opset ' + str(OPSET) if args.exporter == 'torchscript' else
+           'torch.export-based exporter, opset ' + str(DYNAMO_OPSET))
+    print(f'[export] tracing at 1x3x{height}x{width} ({how}, {axes}) ...', flush=True)
     start = time.perf_counter()
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
-    export(model, out, (height, width), args.dynamic)
+    export(model, out, (height, width), args.dynamic, args.exporter)
     print(f'[export] wrote {out} ({osp.getsize(out) / 2**20:.1f} MB) in '
           f'{time.perf_counter() - start:.1f} s')
 
