@@ -71,3 +71,23 @@ def test_readme_cpu_memory_figures_are_the_benchmark_reports():
               f'({figures["speedup"]}x faster; {k_faults} against {r_faults} page faults per '
               f'iteration), peak memory {k_gb} GB against {r_gb} GB')
     assert quoted in readme
+
+
+def floor_rows() -> dict:
+    """{(model, scenario): (whole call ms, floor ms)} from the compute-floor table."""
+    section = read('docs/benchmark.md').split('## What the kernels allow')[1].split('\n## ')[0]
+    rows = re.findall(r'^\| ([\w-]+) \| (batch 1|training step) \| \d+ \| \d+ \| ([\d.]+) \| '
+                      r'([\d.]+) \| [\d.]+ \|$', section, re.M)
+    return {(model, scenario): (full, floor) for model, scenario, full, floor in rows}
+
+
+def test_readme_compute_floor_is_the_benchmark_reports():
+    rows = floor_rows()
+    assert {('DualToken-ViT-S', 'batch 1'), ('ResNet-18', 'batch 1'),
+            ('DualToken-ViT-S', 'training step')} <= rows.keys()
+    s_full, s_floor = rows['DualToken-ViT-S', 'batch 1']
+    r_full, _ = rows['ResNet-18', 'batch 1']
+    readme = ' '.join(read('README.md').split())
+    assert (f'its matrix products, convolutions and attention alone, replayed back to back '
+            f'(tools/analysis/compute_floor.py), take {s_floor} ms of its {s_full} ms, against '
+            f'{r_full} ms for the whole of ResNet-18') in readme

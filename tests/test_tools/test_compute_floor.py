@@ -36,7 +36,11 @@ def test_floor_times_the_replay_against_the_whole_call():
     result = tool.floor({'toy': call}, warmup=1, repeats=3, desc='test')['toy']
     assert result['compute_ops'] == 1 and result['ops'] > 400
     assert 0 < result['floor_ms'] < result['full_ms']
-    lines = tool.render({'batch 1': {'DualToken-ViT-S': dict(result), 'ResNet-18': dict(result)}},
-                        batch=2)
+    table = {'DualToken-ViT-S': dict(result), 'DualToken-ViT-T': dict(result),
+             'ResNet-18': dict(result)}
+    lines = tool.render({'batch 1': table}, batch=2)
     assert lines[2].startswith('| DualToken-ViT-S | batch 1 | ')
-    assert lines[-1].startswith('- batch 1: DualToken-ViT-S at its floor ')
+    bounds = [line for line in lines if line.startswith('- ')]
+    assert len(bounds) == 1 and bounds[0].startswith('- batch 1: DualToken-ViT-S at its floor ')
+    assert bounds[0].endswith("ResNet-18's measured speed "
+                              f"(its whole call {result['full_ms']:.1f} ms)")

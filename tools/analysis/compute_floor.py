@@ -112,7 +112,7 @@ def render(result: dict, batch: int, ours: str = 'DualToken-ViT-S') -> list:
             continue
         mine = table[ours]
         for peer, r in table.items():
-            if peer == ours:
+            if peer in benchmark.OURS:  # our other sizes are no peers
                 continue
             best = r['full_ms'] / mine['floor_ms']  # S's speed over the peer's at its floor
             unit = (f'{batch / mine["floor_ms"] * 1e3:.1f} img/s' if scenario != 'batch 1'
