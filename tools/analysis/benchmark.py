@@ -42,6 +42,7 @@ import collections
 import contextlib
 import io
 import json
+import logging
 import os
 import os.path as osp
 import statistics
@@ -234,6 +235,7 @@ def build_detector(name: str) -> torch.nn.Module:
     """RetinaNet of configs/retinanet_dualtoken_s.py with the backbone ``name`` (see
     DET_BACKBONES): same neck (strides 8-32 in, P3-P7 out) and head."""
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import DefaultScope
     from mmdet.registry import MODELS
     import mmpretrain.models  # noqa: F401  (registers mmpretrain.EdgeNeXt)
@@ -245,8 +247,15 @@ def build_detector(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg)
-    with contextlib.redirect_stdout(io.StringIO()):  # its per-parameter init log
+    # its per-parameter init log goes to mmengine's logger, whose handler holds the real
+    # stdout (redirecting sys.stdout does not reach it): thousands of lines around the bars
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
         model.init_weights()
+    finally:
+        logger.setLevel(level)
     return model.train()
 
 
