@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import RunsWhenUnpickled
 from mmengine.logging import HistoryBuffer, MessageHub
 
 from mmdualtoken.compat import has_safe_globals
@@ -15,17 +16,6 @@ from mmdualtoken.safe_loading import (AllowListUnpickler, load_checkpoint_safely
 
 LOADERS = [load_checkpoint_safely, load_with_allow_list]
 
-
-class RunsWhenUnpickled:
-    """Unpickling it would run code: its reconstruction writes a marker file."""
-
-    def __init__(self, path, unpickled=False):
-        if unpickled:
-            open(path, 'w').close()
-        self.path = path
-
-    def __reduce__(self):
-        return (RunsWhenUnpickled, (self.path, True))
 
 
 def mmengine_checkpoint(path):

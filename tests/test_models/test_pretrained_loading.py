@@ -1,6 +1,7 @@
 """init_cfg=Pretrained loads strictly, with one clear error when it cannot."""
 import pytest
 import torch
+from helpers import RunsWhenUnpickled
 
 from mmdualtoken.models import DualTokenViT
 
@@ -60,17 +61,6 @@ def test_missing_file_and_wrong_prefix(tmp_path):
         pretrained(path).init_weights()
     pretrained(path, prefix=None).init_weights()  # the bare layout loads without a prefix
 
-
-class RunsWhenUnpickled:
-    """Unpickling it would run code: its reconstruction writes a marker file."""
-
-    def __init__(self, path, unpickled=False):
-        if unpickled:
-            open(path, 'w').close()
-        self.path = path
-
-    def __reduce__(self):
-        return (RunsWhenUnpickled, (self.path, True))
 
 
 def test_a_runner_checkpoint_loads_safely_on_every_torch(tmp_path):
