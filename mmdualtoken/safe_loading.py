@@ -19,10 +19,11 @@ Where torch has no allow-list (torch < 2.4) nothing is registered: torch.load un
 fully by default there, as mmengine expects (its Runner's --resume, load_from).
 
 Our own code that reads a checkpoint (the backbone's ``init_cfg=Pretrained`` for a local
-file, the ONNX exporter, the checkpoint converter) loads with :func:`load_checkpoint_safely`. On torch < 2.4, torch's weights-only unpickler has no
-allow-list to extend and refuses every mmengine checkpoint; there the same allow-list
-(torch's weights-only globals plus :data:`MMENGINE_CHECKPOINT_GLOBALS`) is enforced by
-:class:`AllowListUnpickler`, the standard restriction of ``pickle.Unpickler.find_class``.
+file, the ONNX exporter, the checkpoint converter) loads with :func:`load_checkpoint_safely`.
+On torch < 2.4, torch's weights-only unpickler has no allow-list to extend and refuses every
+mmengine checkpoint; there the same allow-list (torch's weights-only globals plus
+:data:`MMENGINE_CHECKPOINT_GLOBALS`) is enforced by :class:`AllowListUnpickler`, the
+standard restriction of ``pickle.Unpickler.find_class``.
 """
 import _compat_pickle
 import codecs

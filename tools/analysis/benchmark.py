@@ -19,13 +19,14 @@ RetinaNet-S training step and inference at 800x1333, and the ratios against issu
 Issue 16's figures ("speed where users feel it"), each timed interleaved in one run and
 reported with its spread ((max - min) / median): batch-1 latency at 224 in eager PyTorch and
 in ONNX Runtime (every model exported by the same torch.export-based exporter at a fixed
-size and opset 23, as ``export_onnx.py --exporter dynamo``; one session option set: ``--threads`` intra-op threads, sequential execution, all
-graph optimisations), with the node counts of each exported graph; the training step above;
-and a RetinaNet training iteration (forward, backward, AdamW) at 1333x800, batch 2, with the
-neck and head of configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget),
-mmdet's ResNet-18 and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input
-channels adapted). Every target is printed with the measured figure beside it, and an unmet
-batch-1 or training target with the best ratio the compute ops alone allow
+size and opset 23, as ``export_onnx.py --exporter dynamo``; one session option set:
+``--threads`` intra-op threads, sequential execution, all graph optimisations), with the
+node counts of each exported graph; the training step above; and a RetinaNet training
+iteration (forward, backward, AdamW) at 1333x800, batch 2, with the neck and head of
+configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget), mmdet's ResNet-18
+and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input channels adapted).
+Every target is printed with the measured figure beside it, and an unmet batch-1 or
+training target with the best ratio the compute ops alone allow
 (tools/analysis/compute_floor.py, ``--skip-floor`` skips it).
 The inference sections run with glibc malloc's defaults (as tools/test.py), the training
 sections with freed memory kept in the heap (as tools/train.py trains on the CPU,

@@ -2,7 +2,8 @@
 """Export the DualToken-ViT backbone to ONNX, check it in ONNX Runtime, time it.
 
     python tools/deployment/export_onnx.py [--arch small] [--max-global-tokens N]
-        [--checkpoint CKPT] [--shape H W] [--dynamic] [--out dualtoken_small.onnx]
+        [--checkpoint CKPT] [--shape H W] [--dynamic | --exporter dynamo]
+        [--out dualtoken_small.onnx]
         [--latency [--runs 50] [--threads 2]]
 
 1. builds ``DualTokenViT(arch, max_global_tokens)`` in eval mode, with the backbone weights
@@ -10,7 +11,10 @@
    read with torch's weights-only loading) or random ones;
 2. exports it with torch's TorchScript-based exporter (``dynamo=False``, the one mmdeploy
    uses), opset 17, input ``image``, outputs ``stride8``, ``stride16``, ``stride32``, traced at
-   1x3xHxW; ``--dynamic`` makes batch, height and width dynamic axes;
+   1x3xHxW; ``--dynamic`` makes batch, height and width dynamic axes. ``--exporter dynamo``
+   exports with the torch.export-based exporter instead, at opset 23 and the fixed shape:
+   GELU and attention become ONNX's Gelu and Attention nodes, the faster graph in ONNX
+   Runtime (it needs onnxscript, and a torch that has that exporter);
 3. runs the graph in ONNX Runtime on a random image and compares every output with PyTorch's
    (|difference| <= 1e-4 + 1e-3 x |PyTorch|, as tests/test_models/test_onnx_export.py), at
    1x3xHxW and, for a dynamic graph, also at batch 2 and another size (H+9)x(W+17); prints
