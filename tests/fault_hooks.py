@@ -58,17 +58,21 @@ def _loss_model(runner):
 @HOOKS.register_module()
 class PoisonLossHook(Hook):
     """Make loss term ``term`` NaN (or ``value``) at iteration ``iteration`` (1-based), in
-    the model's own loss output, before the backward pass and the optimizer step.
+    the model's own loss output, before the backward pass and the optimizer step; with
+    ``rank``, on that distributed rank only.
 
     It also records whether the iteration changed the weights or the optimizer state
-    (``nonfinite_iteration.json`` in the work dir), to check a skipped step.
+    (``nonfinite_iteration.json`` in the work dir, written by the poisoned rank), to check a
+    skipped step.
     """
     priority = 'VERY_HIGH'
 
-    def __init__(self, iteration: int, term: str, value: float = float('nan')):
+    def __init__(self, iteration: int, term: str, value: float = float('nan'),
+                 rank: int = None):
         self.iteration = iteration
         self.term = term
         self.value = value
+        self.rank = rank
         self._active = False
         self._before = None
 
@@ -93,7 +97,8 @@ class PoisonLossHook(Hook):
         return params, optim
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        self._active = runner.iter + 1 == self.iteration
+        from mmengine.dist import get_rank
+        self._active = runner.iter + 1 == self.iteration and self.rank in (None, get_rank())
         if self._active:
             self._before = self._state(runner)
 
