@@ -1,13 +1,11 @@
 """tools/dist_train.sh and dist_test.sh with 2 processes without a GPU (torchrun, gloo, DDP)."""
-import glob
 import json
 import os
 import os.path as osp
-import re
 import sys
 
 import torch
-from helpers import REPO_ROOT, config, free_port, run_process_tree, scalars
+from helpers import REPO_ROOT, config, run_process_tree, scalars
 from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
@@ -67,63 +65,3 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
 
 
-
-def dist_train_poisoned(tiny_workdir, tmp_path, on_nonfinite: str):
-    """tools/dist_train.sh, 2 processes, the tiny detection config with FiniteLossHook in
-    ``on_nonfinite`` mode; rank 1's loss_cls turns NaN at iteration 1 (of 2)."""
-    work_dir = str(tmp_path / f'dist_{on_nonfinite}')
-    base = Config.fromfile(config('tiny/retinanet_dualtoken_s_tiny.py'))
-    imports = [*base.custom_imports.imports, 'rank_weights_hook', 'fault_hooks']
-    hooks = [dict(h, on_nonfinite=on_nonfinite) if h['type'] == 'FiniteLossHook' else dict(h)
-             for h in base.custom_hooks]
-    assert any(h['type'] == 'FiniteLossHook' for h in hooks)
-    hooks += [dict(type='SaveRankWeightsHook'),
-              dict(type='PoisonLossHook', iteration=1, term='loss_cls', rank=1)]
-    cfg = tmp_path / f'dist_{on_nonfinite}_config.py'
-    cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
-                   f"custom_imports = dict(imports={imports!r})\n"
-                   f"custom_hooks = {hooks!r}\n")
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
-               PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
-    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
-           str(cfg), '2', '--work-dir', work_dir,
-           '--cfg-options', 'train_dataloader.dataset.indices=4',
-           'train_dataloader.batch_size=1', 'train_cfg.max_epochs=1',
-           'train_cfg.val_interval=2', 'default_hooks.logger.interval=1']
-    return work_dir, run_process_tree(cmd, cwd=tiny_workdir, env=env, timeout=600)
-
-
-def test_dist_train_skip_mode_skips_the_step_on_every_rank(tiny_workdir, tmp_path):
-    """on_nonfinite='skip' under DDP: DDP's all-reduce carries rank 1's NaN into rank 0's
-    gradients, so rank 0 (finite loss) skips the same step: no rank waits for another, the
-    weights stay equal on both ranks and unchanged by that step, and training goes on."""
-    work_dir, proc = dist_train_poisoned(tiny_workdir, tmp_path, 'skip')
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    # rank 0 (whose log is the console) saw a finite loss and NaN gradients, and skipped
-    assert re.search(r'FiniteLossHook: non-finite gradients with a finite loss \(loss=[\d.]+, '
-                     r'.*\) at iteration 1 \(epoch 1\); optimizer step skipped, weights '
-                     r'unchanged \(1 skipped so far\)\.', log), log[-6000:]
-    # rank 1, poisoned: its step left weights and optimizer state as they were
-    with open(osp.join(work_dir, 'nonfinite_iteration.json')) as f:
-        record = json.load(f)
-    assert record == dict(iteration=1, params_unchanged=True, optimizer_state_unchanged=True,
-                          params_finite=True)
-    # both ranks went on to iteration 2 and ended with the same finite weights
-    rank0 = torch.load(osp.join(work_dir, 'rank0.pth'), weights_only=True)
-    rank1 = torch.load(osp.join(work_dir, 'rank1.pth'), weights_only=True)
-    for key in rank0:
-        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
-        assert torch.isfinite(rank0[key]).all(), key
-    assert len([r for r in scalars(work_dir) if 'loss' in r]) == 2
-
-
-def test_dist_train_stop_mode_ends_every_rank_with_the_reason(tiny_workdir, tmp_path):
-    """on_nonfinite='stop' (the configs' default) under DDP: rank 1 stops with its one-line
-    error, torchrun ends rank 0 (no rank waits out the distributed timeout), nothing is
-    saved."""
-    work_dir, proc = dist_train_poisoned(tiny_workdir, tmp_path, 'stop')
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-6000:]
-    assert ('error: Training diverged at iteration 1 (epoch 1): non-finite loss (loss=nan, '
-            'loss_cls=nan, loss_bbox=') in proc.stderr, proc.stderr[-6000:]
-    assert not glob.glob(osp.join(work_dir, '*.pth'))
