@@ -26,30 +26,32 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import benchmark  # noqa: E402  (puts the repository on sys.path, imports torch)
 import torch  # noqa: E402
-from profile_ops import PROFILE_MODELS, op_class  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from profile_ops import PROFILE_MODELS, OpCounter, op_class, op_name  # noqa: E402
 from torch.utils._pytree import tree_map  # noqa: E402
 
 COMPUTE_CLASSES = ('linear/GEMM', 'convolution', 'attention/SDPA')
 SCENARIOS = ('batch 1', 'training step')
 
 
-class ComputeOpRecorder(TorchDispatchMode):
-    """Runs every op; keeps the compute-bound ones (COMPUTE_CLASSES) with copies of their
-    arguments, in call order, and counts all ops."""
+class ComputeOpRecorder(OpCounter):
+    """profile_ops' op counter that also keeps the compute-bound ops (COMPUTE_CLASSES) with
+    copies of their arguments, in call order."""
 
     def __init__(self):
         super().__init__()
-        self.calls, self.ops = [], 0
+        self.calls = []
+
+    @property
+    def ops(self) -> int:
+        return sum(self.counts.values())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.ops += 1
-        if op_class(str(func.overloadpacket).replace('.', '::', 1)) in COMPUTE_CLASSES:
+        if op_class(op_name(func)) in COMPUTE_CLASSES:
             def copy(a):
                 return a.detach().clone() if isinstance(a, torch.Tensor) else a
             self.calls.append((func, tree_map(copy, args), tree_map(copy, kwargs)))
-        return func(*args, **kwargs)
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
 
 def replay_fn(calls):
@@ -90,8 +92,8 @@ def floors(names: Iterable[str], batch: int, warmup: int, repeats: int) -> dict:
                            warmup, repeats, 'floor b1')
     # the training step, one model at a time (its recorded inputs are the batch's activations)
     out['training step'] = {}
-    for n in names:
-        out['training step'].update(floor({n: benchmark.train_step_fn(benchmark.build(n), batch)},
+    for n, model in models.items():  # train_step_fn switches the model to training mode
+        out['training step'].update(floor({n: benchmark.train_step_fn(model, batch)},
                                           1, max(3, repeats // 2), f'floor train {n}'))
     return out
 

@@ -70,6 +70,11 @@ def op_class(name: str) -> str:
     return 'other'
 
 
+def op_name(func) -> str:
+    """'aten::add' for the dispatched op ``aten.add.Tensor`` (the profiler's spelling)."""
+    return str(func.overloadpacket).replace('.', '::', 1)
+
+
 class OpCounter(TorchDispatchMode):
     """Counts the aten/mkldnn ops dispatched inside it, by name ('aten::add')."""
 
@@ -78,7 +83,7 @@ class OpCounter(TorchDispatchMode):
         self.counts = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func.overloadpacket).replace('.', '::', 1)] += 1
+        self.counts[op_name(func)] += 1
         return func(*args, **(kwargs or {}))
 
 
