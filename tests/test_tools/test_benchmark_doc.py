@@ -77,7 +77,7 @@ def floor_rows() -> dict:
     """{(model, scenario): (whole call ms, floor ms)} from the compute-floor table."""
     section = read('docs/benchmark.md').split('## What the kernels allow')[1].split('\n## ')[0]
     rows = re.findall(r'^\| ([\w-]+) \| (batch 1|training step) \| \d+ \| \d+ \| ([\d.]+) \| '
-                      r'([\d.]+) \| [\d.]+ \|$', section, re.M)
+                      r'[\d.]+ \([\d.]+\) \| ([\d.]+) \| [\d.]+ \|$', section, re.M)
     return {(model, scenario): (full, floor) for model, scenario, full, floor in rows}
 
 

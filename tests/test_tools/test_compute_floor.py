@@ -1,4 +1,6 @@
-"""tools/analysis/compute_floor.py: the compute ops of one call, recorded and replayed alone."""
+"""tools/analysis/compute_floor.py: one call recorded, then replayed: every op, or the compute
+ops alone."""
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers import load_tool
@@ -36,11 +38,59 @@ def test_floor_times_the_replay_against_the_whole_call():
     result = tool.floor({'toy': call}, warmup=1, repeats=3, desc='test')['toy']
     assert result['compute_ops'] == 1 and result['ops'] > 400
     assert 0 < result['floor_ms'] < result['full_ms']
+    assert 0 < result['loop_ms'] < result['every_op_ms']
     table = {'DualToken-ViT-S': dict(result), 'DualToken-ViT-T': dict(result),
              'ResNet-18': dict(result)}
     lines = tool.render({'batch 1': table}, batch=2)
     assert lines[2].startswith('| DualToken-ViT-S | batch 1 | ')
+    assert f'| {result["every_op_ms"]:.1f} ({result["loop_ms"]:.1f}) |' in lines[2]
     bounds = [line for line in lines if line.startswith('- ')]
-    assert len(bounds) == 1 and bounds[0].startswith('- batch 1: DualToken-ViT-S at its floor ')
-    assert bounds[0].endswith("ResNet-18's measured speed "
+    kernels = result['kernels_ms']
+    assert kernels == result['every_op_ms'] - result['loop_ms']
+    assert len(bounds) == 1 and bounds[0].startswith(
+        f'- batch 1: DualToken-ViT-S with its present kernels {kernels:.1f} ms would run at ')
+    assert bounds[0].endswith(f"with its compute ops alone {result['floor_ms']:.1f} ms at "
+                              f"{result['full_ms'] / result['floor_ms']:.2f}x "
                               f"(its whole call {result['full_ms']:.1f} ms)")
+
+
+def test_call_recorder_replays_every_op_on_the_outputs_before_it():
+    """The every-op replay computes what the call computed: earlier outputs flow in as
+    references (views, lists, several outputs, in-place ops), everything else is a copy."""
+    tool = load_tool('analysis/compute_floor.py')
+    layer = torch.nn.Linear(6, 6)
+    x = torch.randn(3, 6)
+
+    def call():
+        with torch.no_grad():
+            y = layer(x)
+            a, b = y.split(3, dim=1)          # two outputs
+            z = torch.cat([a, b * 2], dim=1)  # a list of earlier outputs
+            z.add_(y.t().t())                 # views and an in-place op
+            return F.gelu(z).sum(0)
+    expected = call()
+    with tool.CallRecorder() as rec:
+        call()
+    assert rec.ops == len(rec.calls)
+    slots = [a for _, args, _, _ in rec.calls for a in tool.tree_flatten(args)[0]
+             if isinstance(a, tool.Slot)]
+    assert len(slots) >= 8  # every op after the Linear reads an earlier output
+    x.data.zero_()  # the input and the weights were copied: the replay computes the call
+    replay = tool.dataflow_replay_fn(rec.calls)
+    torch.testing.assert_close(replay(), expected)
+    torch.testing.assert_close(replay(), expected)  # and again: nothing is consumed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('a dry run calls no recorded op')
+    dry = [(refuse, ) + tuple(c[1:]) for c in rec.calls]
+    assert tool.dataflow_replay_fn(dry, dry_run=True)() is not None
+    with pytest.raises(AssertionError, match='calls no recorded op'):
+        tool.dataflow_replay_fn(dry)()
+
+
+def test_replay_refuses_an_earlier_output_nested_deeper_than_a_list():
+    tool = load_tool('analysis/compute_floor.py')
+    calls = [(torch.ops.aten.zeros.default, ([2], ), {}, [0]),
+             (torch.ops.aten.cat.default, ([[tool.Slot(0)]], ), {}, [1])]
+    with pytest.raises(ValueError, match='nested deeper than a list'):
+        tool.dataflow_replay_fn(calls)

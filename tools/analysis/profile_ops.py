@@ -82,6 +82,11 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.counts = collections.Counter()
 
+    @property
+    def ops(self) -> int:
+        """Ops dispatched so far."""
+        return sum(self.counts.values())
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.counts[op_name(func)] += 1
         return func(*args, **(kwargs or {}))
@@ -113,7 +118,7 @@ def op_profile(fn, calls: int) -> dict:
         for _ in range(calls):
             fn()
     self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
-    return dict(ops=sum(counter.counts.values()), op_counts=by_class(counter.counts),
+    return dict(ops=counter.ops, op_counts=by_class(counter.counts),
                 shares=percentages(by_class(self_us)),
                 top=dict(list(percentages(self_us).items())[:8]))
 
