@@ -10,9 +10,10 @@ call:
 
 - every op (:class:`CallRecorder`): all of the call's ops back to back, each taking the
   outputs of the ops before it as the call did, with no Python module code and no autograd
-  engine around them. The gap to the whole call is that framework overhead; the replay, less
-  the replay loop's own cost (a dry run of the same loop with a no-op per op), is the floor
-  of any runtime that keeps these kernels (a compiler's C++ wrapper, a graph executor).
+  engine around them; outputs are allocated and freed as the call did. The gap to the whole
+  call is that framework overhead; the replay, less the replay loop's own cost (a dry run of
+  the same loop with a no-op per op), is the floor of any runtime that keeps these kernels
+  (a compiler's C++ wrapper, a graph executor).
 - the compute ops alone (:class:`ComputeOpRecorder`): the matrix products, convolutions and
   attention (profile_ops' classes 'linear/GEMM', 'convolution', 'attention/SDPA', their
   backward ops included), each on copies of its recorded inputs. Every other op (norms,
@@ -182,10 +183,10 @@ def dataflow_replay_fn(calls, dry_run: bool = False):
 
 
 def floor(fns: Dict[str, callable], warmup: int, repeats: int, desc: str) -> dict:
-    """{name: dict(full_ms, every_op_ms, loop_ms, kernels_ms, floor_ms, ops, compute_ops)} for each
-    ``fns[name]``: one call recorded each way, then the whole call, the replay of every op,
-    the replay loop's own cost for that many ops and the replay of the compute ops alone,
-    timed interleaved."""
+    """{name: dict(full_ms, every_op_ms, loop_ms, kernels_ms, floor_ms, ops, compute_ops)}
+    for each ``fns[name]``: one call recorded each way, then the whole call, the replay of
+    every op, its dry run (the loop's own cost) and the replay of the compute ops alone,
+    timed interleaved. ``kernels_ms`` = every op less the loop: the present kernels."""
     recorded, timed = {}, {}
     for name, fn in fns.items():
         fn()  # steady state first (caches, packed weights, optimizer state)
