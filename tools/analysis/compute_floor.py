@@ -106,10 +106,12 @@ class CallRecorder(OpCounter):
         out = super().__torch_dispatch__(func, types, args, kwargs)
         slots = []
         for t in tree_flatten(out)[0]:
-            slots.append(self._next if isinstance(t, torch.Tensor) else None)
-            if isinstance(t, torch.Tensor):
-                self._produced[id(t)] = (self._next, weakref.ref(t))
-                self._next += 1
+            if not isinstance(t, torch.Tensor):
+                slots.append(None)
+                continue
+            slots.append(self._next)
+            self._produced[id(t)] = (self._next, weakref.ref(t))
+            self._next += 1
         self.calls.append(recorded + (slots, ))
         return out
 
@@ -173,9 +175,9 @@ def dataflow_replay_fn(calls, dry_run: bool = False):
                     else:
                         container[pos][i] = None
                 if keep:
-                    outs = None if dry_run else outputs(out)
-                    for j, slot in keep:
-                        env[slot] = out if dry_run else outs[j]
+                    outs = outputs(out)
+                    for j, slot in keep:  # a dry run's one output stands in for all
+                        env[slot] = outs[0 if dry_run else j]
                 for slot in free:
                     del env[slot]
         return out  # the last op's output
