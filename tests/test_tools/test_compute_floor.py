@@ -3,7 +3,7 @@ ops alone."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import load_tool
+from helpers import load_tool, run_tool
 
 
 def test_recorder_keeps_exactly_the_compute_ops_with_copies_of_their_inputs():
@@ -94,3 +94,17 @@ def test_replay_refuses_an_earlier_output_nested_deeper_than_a_list():
              (torch.ops.aten.cat.default, ([[tool.Slot(0)]], ), {}, [1])]
     with pytest.raises(ValueError, match='nested deeper than a list'):
         tool.dataflow_replay_fn(calls)
+
+
+def test_command_line_prints_both_floors(tmp_path):
+    """``python tools/analysis/compute_floor.py`` end to end, in a tiny form: one of our
+    models and a peer, training step at batch 2, one round."""
+    proc = run_tool('analysis/compute_floor.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
+                    '--batch', '2', '--repeats', '1', '--threads', '1', cwd=str(tmp_path))
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
+    for name in ('DualToken-ViT-T', 'ResNet-18'):
+        for scenario in ('batch 1', 'training step'):
+            assert any(line.startswith(f'| {name} | {scenario} | ') for line in rows), rows
+    assert all(line.count('|') == 9 for line in rows)
+    # bounds are drawn for DualToken-ViT-S only: none without it
+    assert not any(line.startswith('- ') for line in proc.stdout.splitlines())
