@@ -7,7 +7,8 @@ with a fresh ``mmap`` that it unmaps on free, and it trims free memory off the t
 heap. Each iteration then faults all that memory in again, page by page, zero-filled by the
 kernel. :func:`keep_freed_cpu_memory` switches both off through ``mallopt`` (``M_MMAP_MAX``
 = 0 and ``M_TRIM_THRESHOLD`` = -1, the values glibc documents as "no mmap" and "no
-trimming"): freed memory stays in the heap and the next iteration reuses it without a fault.
+trimming"): freed memory stays in the heap; once the heap has grown to what an iteration
+uses (in the first few iterations), each iteration reuses it without a fault.
 The page faults, the speed-up and the memory it costs are measured by
 tools/analysis/benchmark.py (docs/benchmark.md, the RetinaNet section).
 

@@ -12,8 +12,13 @@ from mmdualtoken import launch
 from mmdualtoken.engine import cpu_heap
 
 # 64 MiB: above glibc's largest mmap threshold (32 MiB), so by default it is mmap'ed on every
-# allocation and unmapped on free
-FAULTS_OF_A_REALLOCATION = f'''
+# allocation and unmapped on free. With the heap kept, the first few allocations may still
+# grow it: the tensor is allocated aligned (posix_memalign), whose split-off remainders and
+# the small allocations in between leave the freed block just too small or not yet merged;
+# measured in 60 fresh processes, the 5th allocation at the latest was the last to fault,
+# after which every one reused freed memory. A training run reaches that steady state in its
+# first iterations (docs/benchmark.md: 1 fault per RetinaNet iteration).
+FAULTS_OF_REALLOCATIONS = f'''
 import resource, sys
 sys.path.insert(0, {REPO_ROOT!r})
 import torch
@@ -27,24 +32,27 @@ def faults_of_one_tensor():
     del tensor
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-faults_of_one_tensor()  # the first one grows the heap (or maps) in any mode
-print(min(faults_of_one_tensor() for _ in range(3)))
+for _ in range(8):  # to the steady state, in any mode
+    faults_of_one_tensor()
+print(*(faults_of_one_tensor() for _ in range(4)))
 '''
 
 
-def faults_of_a_reallocation(mode: str) -> int:
-    out = subprocess.run([sys.executable, '-c', FAULTS_OF_A_REALLOCATION, mode],
+def faults_of_reallocations(mode: str) -> list:
+    """Page faults of each of 4 allocations of a 64 MiB tensor, each freed before the
+    next, after 8 such allocations."""
+    out = subprocess.run([sys.executable, '-c', FAULTS_OF_REALLOCATIONS, mode],
                          capture_output=True, text=True, check=True, timeout=300,
                          env=tool_env())
-    return int(out.stdout.split()[-1])
+    return [int(n) for n in out.stdout.split()[-4:]]
 
 
 def test_kept_heap_reuses_freed_memory_without_page_faults():
-    """A freed 64 MiB tensor comes back without faulting its 16384 pages in again; with
-    glibc's defaults every allocation of it faults them all."""
+    """In the steady state, a freed 64 MiB tensor comes back without faulting its 16384
+    pages in again, every time; with glibc's defaults every allocation faults them all."""
     pages = 64 * 2**20 // 4096
-    assert faults_of_a_reallocation('released') >= pages
-    assert faults_of_a_reallocation('kept') < pages // 20
+    assert min(faults_of_reallocations('released')) >= pages
+    assert max(faults_of_reallocations('kept')) < pages // 20
 
 
 class FakeMallopt:
