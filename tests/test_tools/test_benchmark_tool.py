@@ -41,13 +41,19 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     targets = text.split('## Targets (issue 16)')[1].split('\n\n', 2)[1].splitlines()
     assert len(targets) == 6 and all('target: ' in line for line in targets)
     assert targets[4].startswith('- RetinaNet training iteration: S ')
-    # both floors of both models, batch 1 and the training step
+    # both floors of both models, batch 1 and the training step; of the RetinaNet target's
+    # two sides, the RetinaNet iteration
     floor = text.split('## What the kernels allow: two floors')[1].split('\n## ')[0]
-    for name in ('DualToken-ViT-T', 'ResNet-18'):
-        for scenario in ('batch 1', 'training step'):
-            row = next(line for line in floor.splitlines()
-                       if line.startswith(f'| {name} | {scenario} | '))
-            assert row.count('|') == 9 and 'n/a' not in row, row
+    assert 'the RetinaNet iteration above at 128x96, batch 2) recorded' in floor
+    rows = [('DualToken-ViT-T', 'batch 1'), ('DualToken-ViT-T', 'training step'),
+            ('ResNet-18', 'batch 1'), ('ResNet-18', 'training step'),
+            ('DualToken-ViT-S', 'RetinaNet iteration'), ('ResNet-18', 'RetinaNet iteration')]
+    for name, scenario in rows:
+        row = next(line for line in floor.splitlines()
+                   if line.startswith(f'| {name} | {scenario} | '))
+        assert row.count('|') == 9 and 'n/a' not in row, row
+    assert not any(line.startswith('| EdgeNeXt-small | ') for line in floor.splitlines())
+    assert '- RetinaNet iteration: DualToken-ViT-S with its present kernels ' in floor
     # the op profile after the timings, in its quick form, of the --models it covers
     profile = text.split('## Where the time goes (profile)')[1]
     assert '- Batch 1, eager: ResNet-18 ' in profile and 'batch 2.' in profile
@@ -164,8 +170,11 @@ def test_unmet_targets_carry_both_floors():
                          'ResNet-18': r(25., 25., .1, 20.)},
              'training step': {'DualToken-ViT-S': r(3200., 2410., 10., 1000.),
                                'ResNet-18': r(1600., 1600., 1., 1300.),
-                               'EdgeNeXt-small': r(3600., 3600., 5., 3000.)}}
-    lines = benchmark.speed_target_lines(rows, {}, {}, floor)
+                               'EdgeNeXt-small': r(3600., 3600., 5., 3000.)},
+             'RetinaNet iteration': {'DualToken-ViT-S': r(13000., 12900., 100., 9000.),
+                                     'ResNet-18': r(12000., 12000., 10., 10000.)}}
+    det = {'DualToken-ViT-S': dict(s=13.), 'ResNet-18': dict(s=12.)}
+    lines = benchmark.speed_target_lines(rows, {}, det, floor)
     # batch 1: 25 / (34 - 2) = 0.78x and 25 / 30 = 0.83x, both below 1.0
     assert lines[0].endswith('NOT met); at most 0.78x with its present kernels, 0.83x with '
                              'its compute ops alone: out of reach without other kernels or '
@@ -178,6 +187,12 @@ def test_unmet_targets_carry_both_floors():
     # against EdgeNeXt 10 / 9 = 1.11x < 1.3 (NOT met), but 3600 / 2400 = 1.50x present
     assert lines[3].endswith('at most 1.50x with its present kernels, 3.60x with its compute '
                              'ops alone: not excluded by its present kernels'), lines[3]
+    # RetinaNet: 12000 / (12900 - 100) = 0.94x present, 12000 / 9000 = 1.33x compute alone
+    assert lines[4].startswith('- RetinaNet training iteration: S 13.000 s, ResNet-18 12.000 s')
+    assert lines[4].endswith('NOT met); at most 0.94x with its present kernels, 1.33x with its '
+                             'compute ops alone: out of reach with its present kernels; only '
+                             'fewer or faster kernels (fused norms, activations and residuals) '
+                             'could reach it'), lines[4]
     assert 'present kernels' not in lines[5]  # met targets carry no bound
 
 

@@ -46,12 +46,31 @@ def test_floor_times_the_replay_against_the_whole_call():
     assert f'| {result["every_op_ms"]:.1f} ({result["loop_ms"]:.1f}) |' in lines[2]
     bounds = [line for line in lines if line.startswith('- ')]
     kernels = result['kernels_ms']
-    assert kernels == result['every_op_ms'] - result['loop_ms']
+    assert kernels == min(result['every_op_ms'] - result['loop_ms'], result['full_ms'])
     assert len(bounds) == 1 and bounds[0].startswith(
         f'- batch 1: DualToken-ViT-S with its present kernels {kernels:.1f} ms would run at ')
     assert bounds[0].endswith(f"with its compute ops alone {result['floor_ms']:.1f} ms at "
                               f"{result['full_ms'] / result['floor_ms']:.2f}x "
                               f"(its whole call {result['full_ms']:.1f} ms)")
+    # the RetinaNet iteration in seconds, the training step in images per second
+    detector = tool.render({'RetinaNet iteration': table}, batch=2)[-1]
+    assert detector.startswith('- RetinaNet iteration: DualToken-ViT-S with its present '
+                               f'kernels {kernels / 1e3:.3f} s would run at ')
+    assert detector.endswith(f"(its whole call {result['full_ms'] / 1e3:.3f} s)")
+    training = tool.render({'training step': table}, batch=2)[-1]
+    assert training.endswith(f"(its whole call {2 / result['full_ms'] * 1e3:.1f} img/s)")
+
+
+def test_present_kernels_never_exceed_the_whole_call(monkeypatch):
+    """Where the replay of every op is the slower one (large inputs), the whole call stands
+    for the present kernels: the call itself runs them."""
+    tool = load_tool('analysis/compute_floor.py')
+    seconds = {'toy': 1.0, 'toy every op': 1.2, 'toy loop': .01, 'toy floor': .5}
+    monkeypatch.setattr(tool.benchmark, 'interleaved',
+                        lambda fns, warmup, repeats, desc: {k: [seconds[k]] for k in fns})
+    result = tool.floor({'toy': lambda: torch.ones(2) @ torch.ones(2)}, 1, 1, 'test')['toy']
+    assert result['every_op_ms'] == pytest.approx(1200)
+    assert result['kernels_ms'] == result['full_ms'] == pytest.approx(1000)
 
 
 def test_call_recorder_replays_every_op_on_the_outputs_before_it():
@@ -98,13 +117,16 @@ def test_replay_refuses_an_earlier_output_nested_deeper_than_a_list():
 
 def test_command_line_prints_both_floors(tmp_path):
     """``python tools/analysis/compute_floor.py`` end to end, in a tiny form: one of our
-    models and a peer, training step at batch 2, one round."""
+    models and a peer, training step at batch 2, the RetinaNet iteration of the peer at
+    64x96, one round."""
     proc = run_tool('analysis/compute_floor.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
-                    '--batch', '2', '--repeats', '1', '--threads', '1', cwd=str(tmp_path))
+                    '--batch', '2', '--repeats', '1', '--threads', '1', '--det-models',
+                    'ResNet-18', '--det-size', '64', '96', cwd=str(tmp_path))
     rows = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
-    for name in ('DualToken-ViT-T', 'ResNet-18'):
-        for scenario in ('batch 1', 'training step'):
-            assert any(line.startswith(f'| {name} | {scenario} | ') for line in rows), rows
+    for name, scenario in [('DualToken-ViT-T', 'batch 1'), ('DualToken-ViT-T', 'training step'),
+                           ('ResNet-18', 'batch 1'), ('ResNet-18', 'training step'),
+                           ('ResNet-18', 'RetinaNet iteration')]:
+        assert any(line.startswith(f'| {name} | {scenario} | ') for line in rows), rows
     assert all(line.count('|') == 9 for line in rows)
     # bounds are drawn for DualToken-ViT-S only: none without it
     assert not any(line.startswith('- ') for line in proc.stdout.splitlines())

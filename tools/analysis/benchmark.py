@@ -25,9 +25,9 @@ node counts of each exported graph; the training step above; and a RetinaNet tra
 iteration (forward, backward, AdamW) at 1333x800, batch 2, with the neck and head of
 configs/retinanet_dualtoken_s.py on DualToken-ViT-S (its token budget), mmdet's ResNet-18
 and mmpretrain's EdgeNeXt-small (the 3 last stages, the neck's input channels adapted).
-Every target is printed with the measured figure beside it, and an unmet batch-1 or
-training target with the best ratio the compute ops alone allow
-(tools/analysis/compute_floor.py, ``--skip-floor`` skips it).
+Every target is printed with the measured figure beside it, and an unmet eager batch-1,
+training or RetinaNet target (S and ResNet-18) with the best ratios S's present kernels and
+its compute ops alone allow (tools/analysis/compute_floor.py, ``--skip-floor`` skips it).
 The inference sections run with glibc malloc's defaults (as tools/test.py), the training
 sections with freed memory kept in the heap (as tools/train.py trains on the CPU,
 mmdualtoken/engine/cpu_heap.py; ``--release-cpu-memory``: defaults there too); the
@@ -632,7 +632,7 @@ def main(argv=None):
                         'default they keep freed memory in the heap from the training step '
                         'on, as tools/train.py trains on the CPU')
     parser.add_argument('--skip-floor', action='store_true',
-                        help='skip the replay of the compute ops alone '
+                        help='skip the replays of every op and of the compute ops alone '
                         '(tools/analysis/compute_floor.py)')
     parser.add_argument('--skip-profile', action='store_true',
                         help='skip the op profile (tools/analysis/profile_ops.py) of those of '
@@ -709,10 +709,12 @@ def main(argv=None):
         rows[name]['train_ips_spread'] = spread
 
     floor_results = {}
-    if not args.skip_floor:  # lower bounds of the batch-1 and training targets
-        from compute_floor import PROFILE_MODELS, floors
+    if not args.skip_floor:  # lower bounds of the batch-1, training and RetinaNet targets
+        from compute_floor import DET_FLOOR_MODELS, PROFILE_MODELS, floors
         names = [n for n in args.models if n in OURS or n in PROFILE_MODELS]
-        floor_results = floors(names, args.batch, args.warmup, args.repeats)
+        floor_results = floors(names, args.batch, args.warmup, args.repeats,
+                               [n for n in DET_FLOOR_MODELS if n in args.det_models],
+                               args.det_batch, tuple(args.det_size))
 
     ort_results = {}
     if not args.skip_ort:
@@ -814,7 +816,8 @@ SPEED_TARGETS = (  # issue 16: (what, source, metric, peer, ratio S must reach, 
 )
 
 
-FLOOR_SCENARIOS = {'eager_ms': 'batch 1', 'train_ips': 'training step'}  # metric: scenario
+FLOOR_SCENARIOS = {'eager_ms': 'batch 1', 'train_ips': 'training step',  # metric: scenario
+                   's': 'RetinaNet iteration'}
 
 
 def floor_bounds(floor: dict, metric: str, peer: str, ours: str = 'DualToken-ViT-S'):
@@ -919,14 +922,18 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
         lines += ['', compiled_batch_one_line(extras['compiled_b1'])]
     if extras.get('floor'):
         from compute_floor import render as render_floor
+        det_call = ('' if 'RetinaNet iteration' not in extras['floor'] else
+                    f'; the RetinaNet iteration above at {args.det_size[1]}x{args.det_size[0]}, '
+                    f'batch {args.det_batch}')
         lines += ['', '## What the kernels allow: two floors', '',
                   'tools/analysis/compute_floor.py: one call (batch 1 at 224; training step '
-                  f'at 224, batch {args.batch}: forward, backward, AdamW) recorded, then '
-                  'replayed back to back, interleaved with the whole call in its own run. '
+                  f'at 224, batch {args.batch}: forward, backward, AdamW{det_call}) recorded, '
+                  'then replayed back to back, interleaved with the whole call in its own run. '
                   '"Every op": all of the call\'s ops, each on the outputs of the ops before '
                   'it, with no Python module code and no autograd engine; less the replay '
                   'loop\'s own cost (the same number of no-op calls), it is the floor of any '
-                  'runtime that keeps these kernels. "Compute ops alone": the matrix products, '
+                  'runtime that keeps these kernels (where the replay is the slower one, the '
+                  'whole call stands for them). "Compute ops alone": the matrix products, '
                   'convolutions and attention (their backward ops included) on copies of '
                   'their inputs; everything else (norms, activations, element-wise, copies, '
                   'the optimizer) costs nothing there: the floor of any change that keeps the '

@@ -3,10 +3,12 @@
 
     python tools/analysis/compute_floor.py [--threads 2] [--batch 32] [--repeats 7]
         [--models DualToken-ViT-S ResNet-18 EdgeNeXt-small]
+        [--det-models DualToken-ViT-S ResNet-18] [--det-size 800 1333] [--det-batch 2]
 
 One call of a model (batch-1 inference at 224; a training step at 224: forward, backward,
-AdamW) is recorded by TorchDispatchModes, then replayed twice, interleaved with the whole
-call:
+AdamW; the RetinaNet training iteration of benchmark.py, forward, losses, backward, AdamW,
+with the backbones of --det-models) is recorded by TorchDispatchModes, then replayed twice,
+interleaved with the whole call:
 
 - every op (:class:`CallRecorder`): all of the call's ops back to back, each taking the
   outputs of the ops before it as the call did, with no Python module code and no autograd
@@ -41,7 +43,8 @@ from profile_ops import PROFILE_MODELS, OpCounter, op_class, op_name  # noqa: E4
 from torch.utils._pytree import tree_flatten, tree_map  # noqa: E402
 
 COMPUTE_CLASSES = ('linear/GEMM', 'convolution', 'attention/SDPA')
-SCENARIOS = ('batch 1', 'training step')
+SCENARIOS = ('batch 1', 'training step', 'RetinaNet iteration')
+DET_FLOOR_MODELS = ('DualToken-ViT-S', 'ResNet-18')  # the two sides of the RetinaNet target
 
 
 class ComputeOpRecorder(OpCounter):
@@ -188,7 +191,10 @@ def floor(fns: Dict[str, callable], warmup: int, repeats: int, desc: str) -> dic
     """{name: dict(full_ms, every_op_ms, loop_ms, kernels_ms, floor_ms, ops, compute_ops)}
     for each ``fns[name]``: one call recorded each way, then the whole call, the replay of
     every op, its dry run (the loop's own cost) and the replay of the compute ops alone,
-    timed interleaved. ``kernels_ms`` = every op less the loop: the present kernels."""
+    timed interleaved. ``kernels_ms`` = every op less the loop: the present kernels; where
+    that is not below the whole call, the whole call (a replay can be the slower one: at
+    1333x800, memory-bound ops ran up to 2x slower replayed, measured, while the framework
+    cost it would remove is about 1% of such a call)."""
     recorded, timed = {}, {}
     for name, fn in fns.items():
         fn()  # steady state first (caches, packed weights, optimizer state)
@@ -211,14 +217,17 @@ def floor(fns: Dict[str, callable], warmup: int, repeats: int, desc: str) -> dic
             floor_ms=statistics.median(times[name + ' floor']) * 1e3,
             ops=compute.ops, compute_ops=len(compute.calls))
         # the present kernels: every op replayed, less the replay loop's own cost
-        results[name]['kernels_ms'] = results[name]['every_op_ms'] - results[name]['loop_ms']
+        r = results[name]
+        r['kernels_ms'] = min(r['every_op_ms'] - r['loop_ms'], r['full_ms'])
         call.calls.clear()
         compute.calls.clear()
     return results
 
 
-def floors(names: Iterable[str], batch: int, warmup: int, repeats: int) -> dict:
-    """{scenario: floor(...)} for the models ``names`` (built as benchmark.py builds them)."""
+def floors(names: Iterable[str], batch: int, warmup: int, repeats: int,
+           det_names: Iterable[str] = (), det_batch: int = 2, det_size=(800, 1333)) -> dict:
+    """{scenario: floor(...)} for the models ``names`` and the RetinaNet backbones
+    ``det_names`` (each built as benchmark.py builds it)."""
     out = {}
     models = {n: benchmark.build(n) for n in names}
     out['batch 1'] = floor({n: benchmark.inference_fn(m.eval(), 1) for n, m in models.items()},
@@ -228,6 +237,13 @@ def floors(names: Iterable[str], batch: int, warmup: int, repeats: int) -> dict:
     for n, model in models.items():  # train_step_fn switches the model to training mode
         out['training step'].update(floor({n: benchmark.train_step_fn(model, batch)},
                                           1, max(3, repeats // 2), f'floor train {n}'))
+    det_names = list(det_names)
+    if det_names:  # as the training step, one detector at a time
+        out['RetinaNet iteration'] = {}
+    for n in det_names:
+        fn = benchmark.detector_train_fn(benchmark.build_detector(n), det_batch, det_size)
+        out['RetinaNet iteration'].update(floor({n: fn}, 1, max(3, repeats // 2),
+                                                f'floor RetinaNet {n}'))
     return out
 
 
@@ -249,8 +265,9 @@ def render(result: dict, batch: int, ours: str = 'DualToken-ViT-S') -> list:
         mine = table[ours]
 
         def at(ms):
-            return (f'{batch / ms * 1e3:.1f} img/s' if scenario != 'batch 1' else
-                    f'{ms:.1f} ms')
+            if scenario == 'training step':
+                return f'{batch / ms * 1e3:.1f} img/s'
+            return f'{ms:.1f} ms' if scenario == 'batch 1' else f'{ms / 1e3:.3f} s'
         for peer, r in table.items():
             if peer in benchmark.OURS:  # our other sizes are no peers
                 continue
@@ -259,7 +276,7 @@ def render(result: dict, batch: int, ours: str = 'DualToken-ViT-S') -> list:
             lines.append(f'- {scenario}: {ours} with its present kernels '
                          f'{at(mine["kernels_ms"])} would run at {present:.2f}x {peer}\'s '
                          f'measured speed, with its compute ops alone {at(mine["floor_ms"])} '
-                         f'at {compute:.2f}x (its whole call {r["full_ms"]:.1f} ms)')
+                         f'at {compute:.2f}x (its whole call {at(r["full_ms"])})')
     return lines
 
 
@@ -270,10 +287,17 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--models', nargs='+', default=list(PROFILE_MODELS),
                         choices=list(benchmark.OURS) + list(benchmark.PEERS))
+    parser.add_argument('--det-models', nargs='*', default=list(DET_FLOOR_MODELS),
+                        choices=list(benchmark.DET_BACKBONES),
+                        help='RetinaNet backbones (none: skip the RetinaNet iteration)')
+    parser.add_argument('--det-size', type=int, nargs=2, default=(800, 1333),
+                        metavar=('H', 'W'), help='image size of the RetinaNet iteration')
+    parser.add_argument('--det-batch', type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     benchmark.keep_freed_cpu_memory(logger='silent')  # as the benchmark's training figures
-    result = floors(args.models, args.batch, 2, args.repeats)
+    result = floors(args.models, args.batch, 2, args.repeats, args.det_models, args.det_batch,
+                    tuple(args.det_size))
     print('\n'.join(render(result, args.batch)))
     return result
 
