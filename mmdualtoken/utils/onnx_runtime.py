@@ -26,12 +26,14 @@ SESSION_CONFIG = {'session.intra_op.allow_spinning': '0'}
 DYNAMO_OPSET = 23
 
 
-def ort_session(path: str, threads: int = 2, **extra):
+def ort_session(path: str, threads: int = 2, optimize: bool = True, **extra):
     """An ``onnxruntime.InferenceSession`` of the graph at ``path`` on the CPU.
 
     Args:
-        path (str): The ONNX file.
+        path (str | bytes): The ONNX file, or a serialised graph.
         threads (int): Intra-op threads. Defaults to 2.
+        optimize (bool): Every graph optimisation; False runs the graph as it is (one that
+            ONNX Runtime optimised already, ``optimized_model_filepath``). Defaults to True.
         **extra: More ``SessionOptions`` attributes (e.g. ``enable_profiling=True``).
     """
     import onnxruntime as ort
@@ -41,7 +43,8 @@ def ort_session(path: str, threads: int = 2, **extra):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     for key, value in SESSION_CONFIG.items():
         options.add_session_config_entry(key, value)
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])

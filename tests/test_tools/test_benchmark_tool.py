@@ -45,9 +45,11 @@ def test_benchmark_quick_run_writes_report(tmp_path):
     # two sides, the RetinaNet iteration
     floor = text.split('## What the kernels allow: two floors')[1].split('\n## ')[0]
     assert 'the RetinaNet iteration above at 128x96, batch 2) recorded' in floor
+    assert 'In ONNX Runtime (batch 1, exported as in the latency table above)' in floor
     rows = [('DualToken-ViT-T', 'batch 1'), ('DualToken-ViT-T', 'training step'),
             ('ResNet-18', 'batch 1'), ('ResNet-18', 'training step'),
-            ('DualToken-ViT-S', 'RetinaNet iteration'), ('ResNet-18', 'RetinaNet iteration')]
+            ('DualToken-ViT-S', 'RetinaNet iteration'), ('ResNet-18', 'RetinaNet iteration'),
+            ('DualToken-ViT-T', 'ONNX Runtime batch 1'), ('ResNet-18', 'ONNX Runtime batch 1')]
     for name, scenario in rows:
         row = next(line for line in floor.splitlines()
                    if line.startswith(f'| {name} | {scenario} | '))
@@ -173,12 +175,22 @@ def test_unmet_targets_carry_both_floors():
                                'EdgeNeXt-small': r(3600., 3600., 5., 3000.)},
              'RetinaNet iteration': {'DualToken-ViT-S': r(13000., 12900., 100., 9000.),
                                      'ResNet-18': r(12000., 12000., 10., 10000.)}}
+    floor['ONNX Runtime batch 1'] = {  # the whole call runs the present kernels
+        'DualToken-ViT-S': dict(full_ms=24., kernels_ms=24., floor_ms=20.),
+        'ResNet-18': dict(full_ms=18., kernels_ms=18., floor_ms=18.)}
+    ort = {'DualToken-ViT-S': dict(ms=25.), 'ResNet-18': dict(ms=19.)}
     det = {'DualToken-ViT-S': dict(s=13.), 'ResNet-18': dict(s=12.)}
-    lines = benchmark.speed_target_lines(rows, {}, det, floor)
+    lines = benchmark.speed_target_lines(rows, ort, det, floor)
     # batch 1: 25 / (34 - 2) = 0.78x and 25 / 30 = 0.83x, both below 1.0
     assert lines[0].endswith('NOT met); at most 0.78x with its present kernels, 0.83x with '
                              'its compute ops alone: out of reach without other kernels or '
                              'other maths'), lines[0]
+    # ONNX Runtime: 18 / 24 = 0.75x present, 18 / 20 = 0.90x compute nodes alone
+    assert lines[1].startswith('- batch-1 latency at 224, ONNX Runtime: S 25.0 ms, ResNet-18 '
+                               '19.0 ms: S at 0.76x')
+    assert lines[1].endswith('NOT met); at most 0.75x with its present kernels, 0.90x with '
+                             'its compute ops alone: out of reach without other kernels or '
+                             'other maths'), lines[1]
     # training vs ResNet-18: 1600 / 2400 = 0.67x present, 1600 / 1000 = 1.60x compute alone
     assert lines[2].endswith('at most 0.67x with its present kernels, 1.60x with its compute '
                              'ops alone: out of reach with its present kernels; only fewer or '

@@ -115,17 +115,67 @@ def test_replay_refuses_an_earlier_output_nested_deeper_than_a_list():
         tool.dataflow_replay_fn(calls)
 
 
+def test_onnx_runtime_compute_nodes_compute_what_the_whole_graph_computes(tmp_path):
+    """compute_subgraph keeps exactly the optimised graph's compute nodes, fed the values the
+    whole graph gives them: a model that ends in a compute node (Linear) gives its output."""
+    import numpy as np
+    import onnx
+    tool = load_tool('analysis/compute_floor.py')
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                torch.nn.GELU(), torch.nn.Conv2d(16, 16, 3, groups=16),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(16, 10))
+    path, optimised_path = str(tmp_path / 'm.onnx'), str(tmp_path / 'opt.onnx')
+    tool.benchmark.export_onnx(model, path, size=(32, 32))
+    whole = tool.benchmark.ort_session(path, 1, optimized_model_filepath=optimised_path,
+                                       log_severity_level=3)
+    optimised = onnx.load(optimised_path)
+    image = np.random.rand(1, 3, 32, 32).astype(np.float32)
+    sub, feeds = tool.compute_subgraph(optimised, image)
+    compute = [n.name for n in optimised.graph.node if n.op_type in tool.ORT_COMPUTE_OPS]
+    assert [n.name for n in sub.graph.node] == compute and len(compute) == 3  # 2 convs, Gemm
+    assert len(optimised.graph.node) > len(compute)  # GELU, the pooling... are left out
+    alone = tool.benchmark.ort_session(sub.SerializeToString(), 1, optimize=False)
+    outputs = dict(zip([o.name for o in alone.get_outputs()], alone.run(None, feeds)))
+    last = sub.graph.node[-1].output[0]
+    assert last == optimised.graph.output[0].name  # the Linear gives the model's output
+    np.testing.assert_allclose(outputs[last], whole.run(None, {'image': image})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_runtime_floor_times_the_compute_nodes_against_the_whole_call():
+    tool = load_tool('analysis/compute_floor.py')
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 4))
+    result = tool.ort_floor({'toy': model}, threads=1, warmup=1, repeats=3,
+                            size=(32, 32))['toy']
+    assert result['compute_ops'] == 2 and result['ops'] > 2
+    assert result['kernels_ms'] == result['full_ms'] > 0 and result['floor_ms'] > 0
+    lines = tool.render({'ONNX Runtime batch 1': {'DualToken-ViT-S': result,
+                                                  'ResNet-18': result}}, batch=2)
+    assert lines[2] == (f'| DualToken-ViT-S | ONNX Runtime batch 1 | {result["ops"]} | 2 | '
+                        f'{result["full_ms"]:.1f} | - | {result["floor_ms"]:.1f} | '
+                        f'{result["floor_ms"] / result["full_ms"]:.2f} |')
+    assert lines[-1].startswith('- ONNX Runtime batch 1: DualToken-ViT-S with its present '
+                                f'kernels {result["full_ms"]:.1f} ms would run at 1.00x ')
+
+
 def test_command_line_prints_both_floors(tmp_path):
     """``python tools/analysis/compute_floor.py`` end to end, in a tiny form: one of our
     models and a peer, training step at batch 2, the RetinaNet iteration of the peer at
     64x96, one round."""
     proc = run_tool('analysis/compute_floor.py', '--models', 'DualToken-ViT-T', 'ResNet-18',
                     '--batch', '2', '--repeats', '1', '--threads', '1', '--det-models',
-                    'ResNet-18', '--det-size', '64', '96', cwd=str(tmp_path))
+                    'ResNet-18', '--det-size', '64', '96', '--ort-repeats', '1',
+                    cwd=str(tmp_path))
     rows = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
     for name, scenario in [('DualToken-ViT-T', 'batch 1'), ('DualToken-ViT-T', 'training step'),
                            ('ResNet-18', 'batch 1'), ('ResNet-18', 'training step'),
-                           ('ResNet-18', 'RetinaNet iteration')]:
+                           ('ResNet-18', 'RetinaNet iteration'),
+                           ('DualToken-ViT-T', 'ONNX Runtime batch 1'),
+                           ('ResNet-18', 'ONNX Runtime batch 1')]:
         assert any(line.startswith(f'| {name} | {scenario} | ') for line in rows), rows
     assert all(line.count('|') == 9 for line in rows)
     # bounds are drawn for DualToken-ViT-S only: none without it

@@ -714,7 +714,8 @@ def main(argv=None):
         names = [n for n in args.models if n in OURS or n in PROFILE_MODELS]
         floor_results = floors(names, args.batch, args.warmup, args.repeats,
                                [n for n in DET_FLOOR_MODELS if n in args.det_models],
-                               args.det_batch, tuple(args.det_size))
+                               args.det_batch, tuple(args.det_size),
+                               0 if args.skip_ort else args.ort_repeats)
 
     ort_results = {}
     if not args.skip_ort:
@@ -816,16 +817,18 @@ SPEED_TARGETS = (  # issue 16: (what, source, metric, peer, ratio S must reach, 
 )
 
 
-FLOOR_SCENARIOS = {'eager_ms': 'batch 1', 'train_ips': 'training step',  # metric: scenario
-                   's': 'RetinaNet iteration'}
+FLOOR_SCENARIOS = {  # (source, metric) of SPEED_TARGETS: compute_floor's scenario
+    ('rows', 'eager_ms'): 'batch 1', ('ort', 'ms'): 'ONNX Runtime batch 1',
+    ('rows', 'train_ips'): 'training step', ('det', 's'): 'RetinaNet iteration'}
 
 
-def floor_bounds(floor: dict, metric: str, peer: str, ours: str = 'DualToken-ViT-S'):
-    """The highest ratios (S's speed over ``peer``'s) S could reach on ``metric``: with its
-    present kernels (every op replayed, less the loop) and with its compute ops alone, each
-    against the peer's whole call, from compute_floor's interleaved run; None where that
-    run has no such figures."""
-    table = floor.get(FLOOR_SCENARIOS.get(metric), {})
+def floor_bounds(floor: dict, source: str, metric: str, peer: str,
+                 ours: str = 'DualToken-ViT-S'):
+    """The highest ratios (S's speed over ``peer``'s) S could reach on ``metric`` of
+    ``source``: with its present kernels (every op replayed, less the loop; in ONNX Runtime
+    its whole call) and with its compute ops alone, each against the peer's whole call, from
+    compute_floor's interleaved run; None where that run has no such figures."""
+    table = floor.get(FLOOR_SCENARIOS.get((source, metric)), {})
     if ours in table and peer in table:
         whole = table[peer]['full_ms']
         return whole / table[ours]['kernels_ms'], whole / table[ours]['floor_ms']
@@ -861,7 +864,7 @@ def speed_target_lines(rows: dict, ort: dict, det: dict, floor: dict = None) -> 
                 f'{theirs:.{3 if unit == "s" else 1}f} {unit}: S at {ratio:.2f}x '
                 f'{peer}\'s speed (target: {target}; '
                 f'{"met" if ratio >= needed else "NOT met"})')
-        bounds = floor_bounds(floor or {}, metric, peer) if ratio < needed else None
+        bounds = floor_bounds(floor or {}, source, metric, peer) if ratio < needed else None
         if bounds is not None:
             present, compute = bounds
             line += (f'; at most {present:.2f}x with its present kernels, {compute:.2f}x with '
@@ -937,7 +940,15 @@ def speed_sections(rows: dict, extras: dict, args) -> list:
                   'convolutions and attention (their backward ops included) on copies of '
                   'their inputs; everything else (norms, activations, element-wise, copies, '
                   'the optimizer) costs nothing there: the floor of any change that keeps the '
-                  'maths and these compute kernels, however well it fuses the rest.', '']
+                  'maths and these compute kernels, however well it fuses the rest.'
+                  + ('' if 'ONNX Runtime batch 1' not in extras['floor'] else
+                     ' In ONNX Runtime (batch 1, exported as in the latency table above) the '
+                     'whole call is its C++ executor running its present kernels, with no '
+                     'replay; "compute ops alone" is the graph\'s matrix products, '
+                     'convolutions and attention as ONNX Runtime optimised it (fused forms, '
+                     'NCHWc layout), run as a graph of their own on the values the whole '
+                     'graph gives them; "ops per call" counts the optimised graph\'s nodes.'),
+                  '']
         lines += render_floor(extras['floor'], args.batch)
     lines += ['', '## Targets (issue 16), from this run', '']
     lines += speed_target_lines(rows, ort, det, extras.get('floor'))

@@ -4,6 +4,7 @@
     python tools/analysis/compute_floor.py [--threads 2] [--batch 32] [--repeats 7]
         [--models DualToken-ViT-S ResNet-18 EdgeNeXt-small]
         [--det-models DualToken-ViT-S ResNet-18] [--det-size 800 1333] [--det-batch 2]
+        [--ort-repeats 30]
 
 One call of a model (batch-1 inference at 224; a training step at 224: forward, backward,
 AdamW; the RetinaNet training iteration of benchmark.py, forward, losses, backward, AdamW,
@@ -22,6 +23,11 @@ interleaved with the whole call:
   activations, element-wise, copies, the optimizer) costs nothing here: the floor of any
   change that keeps the maths and these compute kernels, however well it fuses the rest.
 
+In ONNX Runtime (batch 1 at 224, exported as benchmark.py exports), the whole call is the
+executor running its present kernels; its floor is the compute nodes alone
+(:func:`compute_subgraph`): the matrix products, convolutions and attention of the graph as
+ONNX Runtime optimised it, in one call of a graph holding only them.
+
 Where a peer's whole call is faster than one of our floors, no change of that kind can make
 ours match it. Freed CPU memory stays in the heap, as in the benchmark's training figures.
 
@@ -32,6 +38,7 @@ import collections
 import os.path as osp
 import statistics
 import sys
+import tempfile
 import weakref
 from typing import Dict, Iterable
 
@@ -43,7 +50,10 @@ from profile_ops import PROFILE_MODELS, OpCounter, op_class, op_name  # noqa: E4
 from torch.utils._pytree import tree_flatten, tree_map  # noqa: E402
 
 COMPUTE_CLASSES = ('linear/GEMM', 'convolution', 'attention/SDPA')
-SCENARIOS = ('batch 1', 'training step', 'RetinaNet iteration')
+# ONNX Runtime's nodes of the same classes, fused forms and its NCHWc convolution included
+ORT_COMPUTE_OPS = ('Conv', 'FusedConv', 'ConvTranspose', 'Gemm', 'FusedGemm', 'MatMul',
+                   'FusedMatMul', 'Attention', 'MultiHeadAttention')
+SCENARIOS = ('batch 1', 'ONNX Runtime batch 1', 'training step', 'RetinaNet iteration')
 DET_FLOOR_MODELS = ('DualToken-ViT-S', 'ResNet-18')  # the two sides of the RetinaNet target
 
 
@@ -223,14 +233,109 @@ def floor(fns: Dict[str, callable], warmup: int, repeats: int, desc: str) -> dic
     return results
 
 
+def compute_subgraph(optimised, image) -> tuple:
+    """The compute nodes (ORT_COMPUTE_OPS) of a graph that ONNX Runtime optimised, as a graph
+    of their own: (model, feeds).
+
+    An input of a compute node that no other compute node produces becomes a graph input,
+    fed the value the whole graph computes for ``image`` (its only input); every output of a
+    compute node is a graph output. Run unoptimised, it times the kernels ONNX Runtime chose
+    for these nodes, layouts included, with every other node costing nothing.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+    graph = optimised.graph
+    keep = [n for n in graph.node if n.op_type in ORT_COMPUTE_OPS]
+    constants = {i.name for i in graph.initializer}
+    produced = {o for n in keep for o in n.output}
+    needed = list(dict.fromkeys(i for n in keep for i in n.input
+                                if i and i not in constants and i not in produced))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(graph.value_info) + list(graph.input)}
+    # the whole graph once, exposing those values
+    probe = onnx.ModelProto()
+    probe.CopyFrom(optimised)
+    del probe.graph.output[:]
+    image_name = graph.input[0].name
+    exposed = [v for v in needed if v != image_name]
+    probe.graph.output.extend(helper.make_tensor_value_info(
+        v, types.get(v, onnx.TensorProto.FLOAT), None) for v in exposed)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options,
+                                   providers=['CPUExecutionProvider'])
+    feeds = dict(zip(exposed, session.run(exposed, {image_name: image})))
+    feeds.update({image_name: image} if image_name in needed else {})
+    used = {i for n in keep for i in n.input}
+    sub = helper.make_graph(
+        keep, 'compute_nodes',
+        [helper.make_tensor_value_info(v, types.get(v, onnx.TensorProto.FLOAT), feeds[v].shape)
+         for v in needed],
+        [helper.make_tensor_value_info(o, types.get(o, onnx.TensorProto.FLOAT), None)
+         for n in keep for o in n.output if o],
+        [i for i in graph.initializer if i.name in used])
+    model = helper.make_model(sub, opset_imports=optimised.opset_import,
+                              ir_version=optimised.ir_version)
+    return model, feeds
+
+
+def ort_floor(models: Dict[str, torch.nn.Module], threads: int, warmup: int, repeats: int,
+              size=(224, 224)) -> dict:
+    """{name: dict(full_ms, floor_ms, kernels_ms, ops, compute_ops)}: batch-1 latency in
+    ONNX Runtime, each model exported and run as benchmark.py's ``ort_latency`` does (the
+    whole call), against the compute nodes of the graph ONNX Runtime optimised
+    (:func:`compute_subgraph`, inputs and outputs bound once), interleaved.
+
+    ONNX Runtime's whole call already runs its present kernels in its C++ executor, with
+    nothing around them: ``kernels_ms`` is the whole call. ``ops`` and ``compute_ops`` count
+    the optimised graph's nodes.
+    """
+    import onnx
+    from mmdualtoken.utils.onnx_runtime import ort_session
+    image = torch.rand(1, 3, *size).numpy()
+    timed, counts = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            path, optimised_path = (osp.join(tmp, f'{len(counts)}{end}.onnx')
+                                    for end in ('', '_optimised'))
+            benchmark.export_onnx(model, path, size)
+            whole = ort_session(path, threads, optimized_model_filepath=optimised_path,
+                                log_severity_level=3)  # NCHWc nodes: fine on this machine
+            optimised = onnx.load(optimised_path)
+            sub, feeds = compute_subgraph(optimised, image)
+            alone = ort_session(sub.SerializeToString(), threads, optimize=False)
+            binding = alone.io_binding()
+            for key, value in feeds.items():
+                binding.bind_cpu_input(key, value)
+            for output in alone.get_outputs():
+                binding.bind_output(output.name)
+            counts[name] = dict(ops=len(optimised.graph.node), compute_ops=len(sub.graph.node))
+            timed[name] = lambda s=whole: s.run(None, {'image': image})
+            timed[name + ' floor'] = lambda s=alone, b=binding: s.run_with_iobinding(b)
+        times = benchmark.interleaved(timed, warmup, repeats, 'floor ONNX Runtime b1')
+    results = {}
+    for name, count in counts.items():
+        full = statistics.median(times[name]) * 1e3
+        results[name] = dict(full_ms=full, kernels_ms=full,
+                             floor_ms=statistics.median(times[name + ' floor']) * 1e3, **count)
+    return results
+
+
 def floors(names: Iterable[str], batch: int, warmup: int, repeats: int,
-           det_names: Iterable[str] = (), det_batch: int = 2, det_size=(800, 1333)) -> dict:
+           det_names: Iterable[str] = (), det_batch: int = 2, det_size=(800, 1333),
+           ort_repeats: int = 0) -> dict:
     """{scenario: floor(...)} for the models ``names`` and the RetinaNet backbones
-    ``det_names`` (each built as benchmark.py builds it)."""
+    ``det_names`` (each built as benchmark.py builds it); with ``ort_repeats`` rounds, also
+    batch 1 in ONNX Runtime (:func:`ort_floor`)."""
     out = {}
     models = {n: benchmark.build(n) for n in names}
     out['batch 1'] = floor({n: benchmark.inference_fn(m.eval(), 1) for n, m in models.items()},
                            warmup, repeats, 'floor b1')
+    if ort_repeats:
+        out['ONNX Runtime batch 1'] = ort_floor(models, torch.get_num_threads(), warmup,
+                                                ort_repeats)
     # the training step, one model at a time (its recorded inputs are the batch's activations)
     out['training step'] = {}
     for n, model in models.items():  # train_step_fn switches the model to training mode
@@ -250,8 +355,11 @@ def render(result: dict, batch: int, ours: str = 'DualToken-ViT-S') -> list:
              '|---|---|---|---|---|---|---|---|']
     for scenario in SCENARIOS:
         for n, r in result.get(scenario, {}).items():
+            # ONNX Runtime's whole call is its executor running its kernels: no replay
+            every_op = (f'{r["every_op_ms"]:.1f} ({r["loop_ms"]:.1f})' if 'every_op_ms' in r
+                        else '-')
             lines.append(f'| {n} | {scenario} | {r["ops"]} | {r["compute_ops"]} | '
-                         f'{r["full_ms"]:.1f} | {r["every_op_ms"]:.1f} ({r["loop_ms"]:.1f}) | '
+                         f'{r["full_ms"]:.1f} | {every_op} | '
                          f'{r["floor_ms"]:.1f} | {r["floor_ms"] / r["full_ms"]:.2f} |')
     lines.append('')
     for scenario in SCENARIOS:
@@ -263,7 +371,7 @@ def render(result: dict, batch: int, ours: str = 'DualToken-ViT-S') -> list:
         def at(ms):
             if scenario == 'training step':
                 return f'{batch / ms * 1e3:.1f} img/s'
-            return f'{ms:.1f} ms' if scenario == 'batch 1' else f'{ms / 1e3:.3f} s'
+            return f'{ms / 1e3:.3f} s' if scenario == 'RetinaNet iteration' else f'{ms:.1f} ms'
         for peer, r in table.items():
             if peer in benchmark.OURS:  # our other sizes are no peers
                 continue
@@ -289,11 +397,13 @@ def main(argv=None):
     parser.add_argument('--det-size', type=int, nargs=2, default=(800, 1333),
                         metavar=('H', 'W'), help='image size of the RetinaNet iteration')
     parser.add_argument('--det-batch', type=int, default=2)
+    parser.add_argument('--ort-repeats', type=int, default=30,
+                        help='rounds of batch 1 in ONNX Runtime (0: skip it)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     benchmark.keep_freed_cpu_memory(logger='silent')  # as the benchmark's training figures
     result = floors(args.models, args.batch, 2, args.repeats, args.det_models, args.det_batch,
-                    tuple(args.det_size))
+                    tuple(args.det_size), args.ort_repeats)
     print('\n'.join(render(result, args.batch)))
     return result
 
