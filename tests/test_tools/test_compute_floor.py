@@ -136,6 +136,8 @@ def test_onnx_runtime_compute_nodes_compute_what_the_whole_graph_computes(tmp_pa
     compute = [n.name for n in optimised.graph.node if n.op_type in tool.ORT_COMPUTE_OPS]
     assert [n.name for n in sub.graph.node] == compute and len(compute) == 3  # 2 convs, Gemm
     assert len(optimised.graph.node) > len(compute)  # GELU, the pooling... are left out
+    assert feeds['image'] is image  # the first convolution reads the image itself
+    assert len(feeds) == 3  # and each later compute node a value the whole graph computed
     alone = tool.benchmark.ort_session(sub.SerializeToString(), 1, optimize=False)
     outputs = dict(zip([o.name for o in alone.get_outputs()], alone.run(None, feeds)))
     last = sub.graph.node[-1].output[0]
