@@ -243,8 +243,9 @@ def compute_subgraph(optimised, image) -> tuple:
     for these nodes, layouts included, with every other node costing nothing.
     """
     import onnx
-    import onnxruntime as ort
     from onnx import helper
+
+    from mmdualtoken.utils.onnx_runtime import ort_session
     graph = optimised.graph
     keep = [n for n in graph.node if n.op_type in ORT_COMPUTE_OPS]
     constants = {i.name for i in graph.initializer}
@@ -261,11 +262,7 @@ def compute_subgraph(optimised, image) -> tuple:
     exposed = [v for v in needed if v != image_name]
     probe.graph.output.extend(helper.make_tensor_value_info(
         v, types.get(v, onnx.TensorProto.FLOAT), None) for v in exposed)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options,
-                                   providers=['CPUExecutionProvider'])
+    session = ort_session(probe.SerializeToString(), optimize=False, log_severity_level=3)
     feeds = dict(zip(exposed, session.run(exposed, {image_name: image})))
     feeds.update({image_name: image} if image_name in needed else {})
     used = {i for n in keep for i in n.input}
