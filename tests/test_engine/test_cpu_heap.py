@@ -17,7 +17,7 @@ from mmdualtoken.engine import cpu_heap
 # the small allocations in between leave the freed block just too small or not yet merged;
 # measured in 60 fresh processes, the 5th allocation at the latest was the last to fault,
 # after which every one reused freed memory. A training run reaches that steady state in its
-# first iterations (docs/benchmark.md: 1 fault per RetinaNet iteration).
+# first iterations (docs/benchmark.md counts the faults per RetinaNet iteration after two).
 FAULTS_OF_REALLOCATIONS = f'''
 import resource, sys
 sys.path.insert(0, {REPO_ROOT!r})

@@ -73,12 +73,16 @@ def test_readme_cpu_memory_figures_are_the_benchmark_reports():
     assert quoted in readme
 
 
+def floor_section() -> str:
+    """The section of both floors (tools/analysis/compute_floor.py) of docs/benchmark.md."""
+    return read('docs/benchmark.md').split('## What the kernels allow')[1].split('\n## ')[0]
+
+
 def floor_rows() -> dict:
     """{(model, scenario): dict(full, every_op, loop, floor)} from the table of both floors."""
-    section = read('docs/benchmark.md').split('## What the kernels allow')[1].split('\n## ')[0]
     rows = re.findall(r'^\| ([\w-]+) \| (batch 1|training step|RetinaNet iteration) \| \d+ \| '
                       r'\d+ \| ([\d.]+) \| '
-                      r'([\d.]+) \(([\d.]+)\) \| ([\d.]+) \| [\d.]+ \|$', section, re.M)
+                      r'([\d.]+) \(([\d.]+)\) \| ([\d.]+) \| [\d.]+ \|$', floor_section(), re.M)
     return {(model, scenario): dict(full=full, every_op=every_op, loop=loop, floor=floor)
             for model, scenario, full, every_op, loop, floor in rows}
 
@@ -104,9 +108,8 @@ def test_readme_floors_are_the_benchmark_reports():
 def ort_floor_rows() -> dict:
     """{model: dict(full, floor)} of the ONNX Runtime batch-1 rows of the floors' table (no
     replay there: the whole call runs the present kernels)."""
-    section = read('docs/benchmark.md').split('## What the kernels allow')[1].split('\n## ')[0]
     rows = re.findall(r'^\| ([\w-]+) \| ONNX Runtime batch 1 \| \d+ \| \d+ \| ([\d.]+) \| - \| '
-                      r'([\d.]+) \| [\d.]+ \|$', section, re.M)
+                      r'([\d.]+) \| [\d.]+ \|$', floor_section(), re.M)
     return {model: dict(full=full, floor=floor) for model, full, floor in rows}
 
 
