@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import os.path as osp
+import sys
 from typing import Optional
 
 import torch
@@ -14,20 +15,9 @@ from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 
-
-class LaunchError(Exception):
-    """A problem with the command line, the config or the data, found before anything runs.
-
-    tools/train.py and tools/test.py print it as one line (``error: ...``) and exit 1.
-    """
-
-
-class MissingFileError(LaunchError, FileNotFoundError):
-    """A config, dataset folder, annotation file or checkpoint that does not exist."""
-
-
-class BadConfigError(LaunchError, ValueError):
-    """A config or flag combination that cannot run."""
+from .datasets.checks import check_datasets
+from .errors import (BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError,
+                     RunFault)
 
 
 FRAMEWORKS = {
@@ -276,7 +266,6 @@ def train_main(argv=None):
 
     splits = ['train', 'val'] if cfg.get('val_cfg') else ['train']
     check_dataset_paths(cfg, splits)
-    from .datasets.checks import check_datasets  # imports launch: not at module level
     check_datasets(cfg, splits)
     runner = build_runner(cfg)
     with distributed_timeout_as_fault(cfg):
@@ -315,6 +304,11 @@ def parse_test_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='write pictures of the predictions into this '
                         'folder (mmseg: under its vis_data/vis_image)')
+    parser.add_argument('--fuse-for-cpu', action='store_true',
+                        help='CPU only: convert the backbone with mmdualtoken.deploy.fuse_for_cpu '
+                        'after the checkpoint is loaded (BatchNorm folded into its conv, '
+                        'activations fused into the kernels before them; same metric, faster '
+                        'fp32 inference); refused when the model runs on a GPU')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -347,13 +341,16 @@ def test_main(argv=None):
     args = parse_test_args(argv)
     cfg = load_config(args)
     check_dataset_paths(cfg, ['test'])
-    from .datasets.checks import check_datasets
     check_datasets(cfg, ['test'])
     if not osp.isfile(args.checkpoint):
         raise MissingFileError(f'Checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_show_dir(cfg, args.show_dir)
+    if args.fuse_for_cpu:
+        # a hook, so that it runs after the Runner has loaded the checkpoint: the conversion
+        # replaces modules, and their state-dict keys with them
+        cfg.setdefault('custom_hooks', []).append(dict(type='FuseForCPUHook'))
     runner = build_runner(cfg)
     with distributed_timeout_as_fault(cfg):
         return runner.test()
@@ -394,7 +391,6 @@ def distributed_timeout_as_fault(cfg: Config):
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()
                 and _is_timeout(error)):
             raise
-        from .engine.errors import DistributedTimeoutError
         timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
         waited = f'{timeout:g} s' if timeout is not None else "torch's default 1800 s"
         raise DistributedTimeoutError(
@@ -410,9 +406,6 @@ def run_tool(main) -> None:
     """Run ``main`` as a command: a LaunchError (bad command line, config or data) or a
     RunFault (the run diverged, a distributed collective timed out) becomes one line on
     stderr (``error: ...``) and exit code 1."""
-    import sys
-
-    from .engine.errors import RunFault
     try:
         main()
     except (LaunchError, RunFault) as e:

@@ -15,11 +15,9 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 import time
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 CONFIG = osp.join(REPO_ROOT, 'configs', 'tiny', 'retinanet_dualtoken_s_tiny.py')
 
 

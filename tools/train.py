@@ -7,12 +7,7 @@
 
 The framework (mmpretrain, mmdet or mmseg) is the config's default_scope.
 """
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmdualtoken.launch import run_tool, train_main  # noqa: E402  (also registers the backbone)
+from mmdualtoken.launch import run_tool, train_main  # (also registers the backbone)
 
 if __name__ == '__main__':
     run_tool(train_main)

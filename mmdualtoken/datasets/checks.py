@@ -1,13 +1,14 @@
-"""Checks of the training data that run before anything is built, and the error bad data raises.
+"""Checks of the training data that run before anything is built.
 
 A run must not die at hour nine on something a look at the annotation files finds at start.
 :func:`check_datasets` reads each split's annotation file the way the framework will (COCO
 json for mmdet, the file list of mmseg, mmpretrain's ``<path> <label>`` lines) and raises one
-:class:`BadDataError` per dataset that lists every problem found (how many, and the first
-few): images it lists that do not exist, malformed entries, class ids out of range. Images
-that the framework's own convention skips (mmdet's ``filter_empty_gt``) are logged with a
-count. What needs decoding (a truncated image, a segmentation map of another size) is checked
-when the sample is loaded, by the transforms of :mod:`mmdualtoken.datasets.transforms`.
+:class:`~mmdualtoken.errors.BadDataError` per dataset that lists every problem found (how
+many, and the first few): images it lists that do not exist, malformed entries, class ids out
+of range. Images that the framework's own convention skips (mmdet's ``filter_empty_gt``) are
+logged with a count. What needs decoding (a truncated image, a segmentation map of another
+size) is checked when the sample is loaded, by the transforms of
+:mod:`mmdualtoken.datasets.transforms`.
 """
 import importlib
 import json
@@ -20,26 +21,9 @@ from mmengine.config import Config
 from mmengine.fileio import list_from_file
 from mmengine.logging import print_log
 
-from ..launch import LaunchError
+from ..errors import BadDataError
 
 EXAMPLES = 3  # how many offending entries a message names
-
-
-class BadDataError(LaunchError, ValueError):
-    """Data that cannot be trained on, in one line that names the file and the problem.
-
-    Raised before training by :func:`check_datasets`, or when a sample is loaded by the
-    checking transforms. tools/train.py prints it as ``error: ...`` like every LaunchError.
-    When a DataLoader worker raises it, torch re-raises it in the main process as
-    ``BadDataError(<the worker's whole traceback>)``; the constructor keeps only the line
-    the worker raised, so the user still reads one line.
-    """
-
-    def __init__(self, message: str):
-        name = type(self).__name__
-        if message.startswith(f'Caught {name} ') and f'{name}: ' in message:
-            message = message.rstrip().rsplit(f'{name}: ', 1)[1]
-        super().__init__(message)
 
 
 class Findings:

@@ -16,7 +16,7 @@ from mmengine import fileio
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-from .checks import BadDataError
+from ..errors import BadDataError
 
 # the bytes a complete file of these formats ends with (trailing zero padding aside)
 JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'

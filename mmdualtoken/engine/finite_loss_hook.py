@@ -29,7 +29,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from .errors import TrainingDivergedError
+from ..errors import TrainingDivergedError
 
 MODES = ('stop', 'skip')
 

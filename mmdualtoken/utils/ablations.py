@@ -26,8 +26,7 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-ABLATION_DIR = osp.join('configs', 'ablations')
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # a source checkout
+ABLATION_DIR = 'ablations'  # the ablation configs' folder, inside the configs folder
 
 
 @dataclass(frozen=True)
@@ -98,14 +97,16 @@ def ablation_configs() -> list:
     return names
 
 
-def config_path(name: str, root: str = REPO_ROOT) -> str:
-    return osp.join(root, ABLATION_DIR, name + '.py')
+def config_path(name: str, configs_dir: str) -> str:
+    """The file of ablation config ``name`` under ``configs_dir`` (the repository's configs/,
+    which the tools pass)."""
+    return osp.join(configs_dir, ABLATION_DIR, name + '.py')
 
 
-def backbone_kwargs(name: str, root: str = REPO_ROOT) -> dict:
+def backbone_kwargs(name: str, configs_dir: str) -> dict:
     """The DualTokenViT arguments of an ablation config (``type`` removed)."""
     from mmengine.config import Config
-    backbone = Config.fromfile(config_path(name, root)).model.backbone.to_dict()
+    backbone = Config.fromfile(config_path(name, configs_dir)).model.backbone.to_dict()
     backbone.pop('type')
     return backbone
 
@@ -115,27 +116,33 @@ def ratio(ours: float, paper: Optional[float]) -> str:
     return '-' if not paper else f'{ours / paper:.2f}'
 
 
-SWITCHES = ('grid_size', 'local_branch', 'global_tokens', 'downsample', 'downsample_steps',
-            'max_global_tokens')
-
-
 def ablation_switches(backbone: dict) -> dict:
     """What makes a DualTokenViT config one row and not another: the arch's widths and
-    depths, the token MLP and the switches, with defaults filled in and aliases resolved."""
+    depths, the token MLP and the switches, with defaults filled in and aliases resolved.
+
+    ``backbone`` is a config's ``model.backbone`` (its ``type`` is ignored). The model is
+    built from it, which validates every argument; the arch and the token grid are read from
+    the built model (``arch_settings``, ``grid_size``), so that an arch named by an alias or a
+    grid given as one int compares equal to its resolved form.
+    """
     import inspect
 
     from ..models import DualTokenViT
+    kwargs = {k: v for k, v in backbone.items() if k != 'type'}
+    model = DualTokenViT(**kwargs)
     defaults = {name: p.default
                 for name, p in inspect.signature(DualTokenViT.__init__).parameters.items()}
-    arch = DualTokenViT._parse_arch(backbone.get('arch', defaults['arch']))
-    token_mlp = backbone.get('token_mlp') or arch.get('token_mlp', 'mlp')
-    switches = dict(arch={k: list(v) for k, v in arch.items() if k != 'token_mlp'},
-                    token_mlp=token_mlp)
-    for name in SWITCHES:
-        value = backbone.get(name, defaults[name])
-        if name == 'grid_size':
-            value = DualTokenViT._parse_grid_size(value)
-        elif name == 'downsample_steps':
-            value = tuple(value)
-        switches[name] = value
-    return switches
+
+    def given(name):
+        return kwargs.get(name, defaults[name])
+
+    arch = model.arch_settings
+    return dict(
+        arch={k: list(v) for k, v in arch.items() if k != 'token_mlp'},
+        token_mlp=given('token_mlp') or arch.get('token_mlp', 'mlp'),
+        grid_size=model.grid_size,
+        local_branch=given('local_branch'),
+        global_tokens=given('global_tokens'),
+        downsample=given('downsample'),
+        downsample_steps=tuple(given('downsample_steps')),
+        max_global_tokens=given('max_global_tokens'))

@@ -6,10 +6,10 @@ per MAC) but has no formula for the CPU kernel of scaled_dot_product_attention
 (``aten._scaled_dot_product_flash_attention_for_cpu``) and counts it as 0; mmengine's
 counter skips it too. We register the standard formula for that op (Q @ K^T plus attn @ V:
 B * heads * Nq * Nk * (d_qk + d_v) MACs) and report the attention part separately. The
-model's fused oneDNN inference kernels (``torch.ops.mkldnn._linear_pointwise`` and
-``_convolution_pointwise``, see ``mmdualtoken/models/layers/onednn_fusion.py``) get the
-formulas of the linear layer and the convolution they compute, so the count is the same
-whichever path runs.
+oneDNN kernels that a model converted by :func:`mmdualtoken.deploy.fuse_for_cpu` runs
+(``torch.ops.mkldnn._linear_pointwise`` and ``_convolution_pointwise``) get the formulas of
+the linear layer and the convolution they compute, so a converted model counts the same as
+the plain one.
 """
 from dataclasses import dataclass
 from typing import Sequence
@@ -57,10 +57,6 @@ class Complexity:
     params: int
     macs: int
     attention_macs: int
-
-    @property
-    def macs_without_attention(self) -> int:
-        return self.macs - self.attention_macs
 
 
 def count_complexity(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> Complexity:

@@ -7,7 +7,8 @@ import torch
 from helpers import checkpoints, config, run_tool, scalars
 from mmengine.config import Config
 
-from mmdualtoken.launch import BadConfigError, enable_compile
+from mmdualtoken.errors import BadConfigError
+from mmdualtoken.launch import enable_compile
 
 
 def hooks_of(cfg: Config) -> list:

@@ -4,7 +4,8 @@ import torch
 from mmengine.config import Config
 
 from mmdualtoken.engine import CPUAmpOptimWrapper
-from mmdualtoken.launch import BadConfigError, enable_amp
+from mmdualtoken.errors import BadConfigError
+from mmdualtoken.launch import enable_amp
 
 
 def config(**optim_wrapper):

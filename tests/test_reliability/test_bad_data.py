@@ -1,4 +1,4 @@
-"""Bad data: one clear error naming the file and the problem, or a logged skip (issue 14).
+"""Bad data: one clear error naming the file and the problem, or a logged skip.
 
 Each test writes the tiny datasets of one framework into its own folder, damages exactly one
 file and runs tools/train.py on that framework's tiny config, as a user would. What the
@@ -245,8 +245,8 @@ def test_undecodable_label_map_is_named(tmp_path):
     mmseg's loader fails inside PIL, and the error names the file."""
     import mmseg.datasets  # noqa: F401  (registers mmseg's LoadAnnotations)
 
-    from mmdualtoken.datasets.checks import BadDataError
     from mmdualtoken.datasets.transforms import LoadCheckedSegMap
+    from mmdualtoken.errors import BadDataError
     path = tmp_path / 'label.png'
     path.write_bytes(b'not an image at all' * 4)
     load = LoadCheckedSegMap(reduce_zero_label=True)

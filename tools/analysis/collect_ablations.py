@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The paper's ablation tables (its Tables 5-9) from finished runs: our top-1 beside the paper's.
 
-    python tools/analysis/collect_ablations.py WORK_DIRS [--out FILE]
+    python tools/analysis/collect_ablations.py WORK_DIRS [--out FILE] [--configs DIR]
 
 Train each config of configs/ablations/ (``tools/dist_train.sh configs/ablations/<name>.py
 8``, whose default work dir is ./work_dirs/<name>), then collect: the run of <name> is
@@ -19,17 +19,13 @@ import os.path as osp
 import sys
 from typing import Optional
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
-
-from mmdualtoken.utils.ablations import (PAPER_TOP1, TABLES, ablation_configs,  # noqa: E402
+from mmdualtoken.errors import RunMismatch
+from mmdualtoken.utils.ablations import (PAPER_TOP1, TABLES, ablation_configs,
                                          ablation_switches, backbone_kwargs)
 
+# the configs/ folder of the repository this tool is in
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 METRIC = 'accuracy/top1'
-
-
-class RunMismatch(ValueError):
-    """A work dir trained another model than the ablation config it is named after."""
 
 
 def run_logs(run_dir: str) -> list:
@@ -52,14 +48,14 @@ def last_top1(run_dir: str) -> Optional[float]:
     return value
 
 
-def check_run(name: str, run_dir: str):
+def check_run(name: str, run_dir: str, configs_dir: str = CONFIGS):
     """Raise RunMismatch if the run's saved config has another backbone than ``name``'s."""
     from mmengine.config import Config
     configs = [c for _, c in run_logs(run_dir) if osp.isfile(c)]
     if not configs:
         return  # nothing saved to compare (an interrupted first session)
     trained = Config.fromfile(configs[-1]).model.backbone.to_dict()
-    expected = ablation_switches(backbone_kwargs(name, REPO_ROOT))
+    expected = ablation_switches(backbone_kwargs(name, configs_dir))
     got = ablation_switches(trained)
     differ = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
     if differ:
@@ -68,13 +64,13 @@ def check_run(name: str, run_dir: str):
         raise RunMismatch(f'{run_dir} trained {details}: not the run of {name}')
 
 
-def collect(work_dirs: str) -> dict:
+def collect(work_dirs: str, configs_dir: str = CONFIGS) -> dict:
     """{config name: top-1 or None} for every ablation config."""
     results = {}
     for name in ablation_configs():
         run_dir = osp.join(work_dirs, name)
         if osp.isdir(run_dir):
-            check_run(name, run_dir)
+            check_run(name, run_dir, configs_dir)
             results[name] = last_top1(run_dir)
         else:
             results[name] = None
@@ -116,11 +112,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', help='folder holding one work dir per ablation config')
     parser.add_argument('--out', help='also write the tables to this markdown file')
+    parser.add_argument('--configs', default=CONFIGS,
+                        help='the configs folder whose ablations/ the runs trained '
+                        '(default: this repository\'s configs/)')
     args = parser.parse_args(argv)
     if not osp.isdir(args.work_dirs):
         parser.error(f'{args.work_dirs} is not a folder')
     try:
-        results = collect(args.work_dirs)
+        results = collect(args.work_dirs, args.configs)
     except RunMismatch as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

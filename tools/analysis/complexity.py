@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Params and multiply-accumulates of DualToken-ViT archs and ablations, attention counted.
 
-    python tools/analysis/complexity.py [--out docs/complexity.md]
+    python tools/analysis/complexity.py [--out docs/complexity.md] [--configs DIR]
 
 MACs are counted by torch's FlopCounterMode (convolutions, linear layers, matrix products)
 with a formula registered for the CPU kernel of scaled_dot_product_attention, which torch
@@ -13,18 +13,16 @@ mmdualtoken/utils/ablations.py); each pair's deltas are printed next to the pape
 """
 import argparse
 import os.path as osp
-import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from mmdualtoken.models import DualTokenViT
+from mmdualtoken.utils import count_complexity
+from mmdualtoken.utils.ablations import TABLES, ablation_configs, backbone_kwargs, ratio
 
-from mmdualtoken.models import DualTokenViT  # noqa: E402
-from mmdualtoken.utils import count_complexity  # noqa: E402
-from mmdualtoken.utils.ablations import (TABLES, ablation_configs, backbone_kwargs,  # noqa: E402
-                                         ratio)
+# the configs/ folder of the repository this tool is in
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 
 DETECTION_SIZE = (800, 1333)
 DENSE_BUDGET = 196  # max_global_tokens used by the detection/segmentation configs
@@ -48,9 +46,9 @@ def measure(kwargs: dict) -> dict:
                 factor_budget=budget.macs / (at_224.macs * pixels))
 
 
-def ablation_rows() -> dict:
+def ablation_rows(configs_dir: str = CONFIGS) -> dict:
     """Constructor kwargs of every config in configs/ablations/ (the tables' rows)."""
-    return {name: backbone_kwargs(name, REPO_ROOT) for name in ablation_configs()}
+    return {name: backbone_kwargs(name, configs_dir) for name in ablation_configs()}
 
 
 def direction_checks(archs: dict, ablations: dict) -> list:
@@ -62,7 +60,8 @@ def direction_checks(archs: dict, ablations: dict) -> list:
         checks.append((f'{arch}: {m:.3f} G MACs within 5% of {TARGETS[arch]} G', ok))
     for arch in ('tiny', 'small'):
         mlp, mix = archs[arch], archs[f'{arch}-mix']
-        checks.append((f'{arch}: normal MLP has more params (+{mlp["params"] - mix["params"]:.2f} M)'
+        checks.append((f'{arch}: normal MLP has more params '
+                       f'(+{mlp["params"] - mix["params"]:.2f} M)'
                        f' and MACs (+{mlp["macs"] - mix["macs"]:.3f} G) than MixMLP '
                        '(paper: "a little extra")',
                        mlp['params'] > mix['params'] and mlp['macs'] > mix['macs']))
@@ -157,9 +156,12 @@ def render(archs: dict, ablations: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', help='also write the table to this markdown file')
+    parser.add_argument('--configs', default=CONFIGS,
+                        help='the configs folder whose ablations/ are measured '
+                        '(default: this repository\'s configs/)')
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    rows = [(arch, dict(arch=arch)) for arch in ARCHS] + list(ablation_rows().items())
+    rows = [(arch, dict(arch=arch)) for arch in ARCHS] + list(ablation_rows(args.configs).items())
     results = {label: measure(kwargs)
                for label, kwargs in tqdm(rows, desc='counting', unit='model')}
     archs = {arch: results[arch] for arch in ARCHS}

@@ -7,18 +7,17 @@ Each case builds or runs exactly what a user would, in a scratch folder, and rec
 exception type and message. tests/test_tools/test_errors.py runs the same cases.
 """
 import argparse
+import importlib.util
 import os
 import os.path as osp
-import sys
 import tempfile
 from typing import Callable, List, Tuple
 
+import torch
+
+from mmdualtoken.models import DualTokenViT
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
-
-import torch  # noqa: E402
-
-from mmdualtoken.models import DualTokenViT  # noqa: E402
 
 ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
 
@@ -115,9 +114,11 @@ def compile_not_a_setting(tmp: str):
 
 
 def export_onnx(*args: str):
-    """tools/deployment/export_onnx.py with ``args``."""
-    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'deployment'))
-    import export_onnx as tool
+    """tools/deployment/export_onnx.py (a script, loaded from its file) with ``args``."""
+    path = osp.join(REPO_ROOT, 'tools', 'deployment', 'export_onnx.py')
+    spec = importlib.util.spec_from_file_location('export_onnx_tool', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
     tool.main(list(args))
 
 

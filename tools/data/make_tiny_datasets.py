@@ -11,12 +11,9 @@ downloaded. Run it from the folder you train from (the configs read data/tiny re
 """
 import argparse
 import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from mmdualtoken.datasets.tiny import TASKS, make_tiny_datasets  # noqa: E402
+from mmdualtoken.datasets.tiny import TASKS, make_tiny_datasets
 
 
 def parse_args(argv=None):

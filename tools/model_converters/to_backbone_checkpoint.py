@@ -11,15 +11,11 @@ safe (mmdualtoken.safe_loading.load_checkpoint_safely: torch's weights-only load
 torch < 2.4 the same allow-list). Running it on its own output changes nothing.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-
-from mmdualtoken.checkpoint import to_backbone_checkpoint  # noqa: E402
-from mmdualtoken.safe_loading import load_checkpoint_safely  # noqa: E402
+from mmdualtoken.checkpoint import to_backbone_checkpoint
+from mmdualtoken.safe_loading import load_checkpoint_safely
 
 
 def main(argv=None):
