@@ -8,25 +8,15 @@ _base_ = [
     './_base_/schedules/det_adamw_1x.py',
     'mmdet::_base_/default_runtime.py',
     './_base_/reliability.py',
+    './_base_/models/dualtoken_s_det_backbone.py',
 ]
 # custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./_base_/reliability.py
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='DualTokenViT',
-        arch='small',
-        out_indices=(0, 1, 2),  # strides 8, 16, 32
-        drop_path_rate=0.1,
-        # token budget: at 1333x800 every X_ds would hold 25x42 = 1050 global tokens (1.8x the
-        # MACs pixel scaling predicts, docs/complexity.md); pool them to at most 196 (our
-        # choice for dense inputs; None keeps the paper's behaviour)
-        max_global_tokens=196,
-        # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
-        # init_cfg=dict(type='Pretrained', prefix='backbone.',
-        #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
-    ),
+    # DualToken-ViT-S, strides 8, 16, 32, with a token budget for 1333x800 (its settings and
+    # how to start from an ImageNet checkpoint: ./_base_/models/dualtoken_s_det_backbone.py)
+    backbone=dict(_delete_=True, **_base_.dualtoken_s_det_backbone),
     # P3-P5 from the three stages, P6-P7 by extra convs on the last input
     neck=dict(in_channels=[56, 112, 224], start_level=0, add_extra_convs='on_input',
               num_outs=5))

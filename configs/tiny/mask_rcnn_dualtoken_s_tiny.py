@@ -1,11 +1,8 @@
 # configs/mask_rcnn_dualtoken_s.py on the generated tiny COCO set (boxes and polygon masks)
 # with a short CPU schedule; only data and schedule differ from the real config.
-_base_ = '../mask_rcnn_dualtoken_s.py'
+_base_ = ['../mask_rcnn_dualtoken_s.py', '../_base_/datasets/tiny_coco.py']
 
-data_root = 'data/tiny/coco/'
-metainfo = dict(
-    classes=('square', 'circle', 'triangle'),
-    palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
+data_root = _base_.tiny_data_root  # the tiny set: ../_base_/datasets/tiny_coco.py
 image_scale = (320, 256)
 train_pipeline = [
     dict(type='LoadCheckedImageFromFile'),  # a bad image stops the run, named
@@ -21,14 +18,13 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
-train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+# the tiny set's loaders and evaluator with these pipelines
+train_dataloader = _base_.tiny_train_dataloader
+train_dataloader.dataset.pipeline = train_pipeline
+val_dataloader = _base_.tiny_val_dataloader
+val_dataloader.dataset.pipeline = test_pipeline
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+val_evaluator = _base_.tiny_val_evaluator
 test_evaluator = val_evaluator
 
 model = dict(roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))

@@ -1,34 +1,15 @@
 # configs/upernet_dualtoken_s_ade20k.py on the generated tiny ADE20K set with a short CPU
-# schedule; the data settings are the same as in fpn_dualtoken_s_ade20k_tiny.py.
-_base_ = '../upernet_dualtoken_s_ade20k.py'
+# schedule; the data settings are the same as in fpn_dualtoken_s_ade20k_tiny.py (both take
+# them from ../_base_/datasets/tiny_ade20k.py).
+_base_ = ['../upernet_dualtoken_s_ade20k.py', '../_base_/datasets/tiny_ade20k.py']
 
-data_root = 'data/tiny/ade/ADEChallengeData2016'
-metainfo = dict(
-    classes=('wall', 'building', 'sky', 'floor', 'tree'),
-    palette=[[120, 120, 120], [180, 120, 120], [6, 230, 230], [80, 50, 50], [4, 200, 3]])
-crop_size = (128, 128)
-train_pipeline = [
-    dict(type='LoadCheckedImageFromFile'),  # a bad image stops the run, named
-    dict(type='LoadCheckedSegMap', reduce_zero_label=True),  # a bad label map too
-    dict(type='CheckSegMap', num_classes=len(metainfo['classes'])),
-    dict(type='RandomResize', scale=(160, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(160, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegMap', num_classes=len(metainfo['classes'])),
-    dict(type='PackSegInputs')
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+# the tiny set (../_base_/datasets/tiny_ade20k.py) in place of ADE20K
+data_root = _base_.tiny_data_root
+crop_size = _base_.tiny_crop_size
+train_pipeline = _base_.tiny_train_pipeline
+test_pipeline = _base_.tiny_test_pipeline
+train_dataloader = _base_.tiny_train_dataloader
+val_dataloader = _base_.tiny_val_dataloader
 test_dataloader = val_dataloader
 
 auto_scale_lr = dict(base_batch_size=8)  # one process x 8 images

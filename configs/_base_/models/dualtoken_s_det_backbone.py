@@ -1,0 +1,18 @@
+# DualToken-ViT-S as the backbone of the COCO detectors (configs/retinanet_dualtoken_s.py,
+# configs/mask_rcnn_dualtoken_s.py), in place of their mmdet base's ResNet-50:
+#     model = dict(backbone=dict(_delete_=True, **_base_.dualtoken_s_det_backbone), ...)
+# It is a variable of its own because mmengine lets no two _base_ files set the same key, and
+# the detector's mmdet base sets `model`.
+dualtoken_s_det_backbone = dict(
+    type='DualTokenViT',
+    arch='small',
+    out_indices=(0, 1, 2),  # strides 8, 16, 32
+    drop_path_rate=0.1,
+    # token budget: at 1333x800 every X_ds would hold 25x42 = 1050 global tokens (1.8x the
+    # MACs pixel scaling predicts, docs/complexity.md); pool them to at most 196 (our
+    # choice for dense inputs; None keeps the paper's behaviour)
+    max_global_tokens=196,
+    # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
+    # init_cfg=dict(type='Pretrained', prefix='backbone.',
+    #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+)
