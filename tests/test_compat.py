@@ -7,10 +7,8 @@ the fallback when the modern API is missing (a stand-in module without the attri
 from types import SimpleNamespace
 
 import torch
-from helpers import OpRecorder
 
 from mmdualtoken import compat
-from mmdualtoken.models.layers import OneDNNLinear, fusion_applies, onednn_fusion
 
 WITHOUT_ANYTHING = SimpleNamespace()
 
@@ -86,35 +84,6 @@ def test_cpu_autocast_falls_back_without_the_device_argument():
         compat._cpu_autocast_enabled_device
 
 
-def test_fused_kernels_stay_off_under_autocast_with_the_fallback(monkeypatch):
-    """The layers read the feature through compat: with the legacy reader in place, autocast
-    still takes the plain modules (bf16 matmuls, no fp32 oneDNN kernel)."""
-    monkeypatch.setattr(onednn_fusion, 'cpu_autocast_enabled',
-                        compat._cpu_autocast_enabled_legacy)
-    linear = OneDNNLinear(8, 8)
-    x = torch.randn(2, 8)
-    with torch.no_grad():
-        assert fusion_applies(x, linear.weight)
-        with torch.autocast('cpu', dtype=torch.bfloat16), OpRecorder() as ops:
-            assert not fusion_applies(x, linear.weight)
-            y = linear(x)
-    assert y.dtype == torch.bfloat16 and ops.count('mkldnn') == 0
-
-
-def test_fused_kernels_stay_off_while_compiling_with_the_fallback(monkeypatch):
-    monkeypatch.setattr(onednn_fusion, 'is_compiling', compat._is_compiling_dynamo)
-    linear = OneDNNLinear(8, 8)
-    seen = []
-
-    def probe(x):
-        seen.append(fusion_applies(x, linear.weight))
-        return linear(x)
-
-    with torch.no_grad():
-        torch.compile(probe, backend='eager')(torch.randn(2, 8))
-    assert seen == [False]
-
-
 def test_without_an_allow_list_nothing_is_registered():
     """torch < 2.4 has no add_safe_globals: nothing to register, importing still works."""
     assert compat.has_safe_globals(WITHOUT_ANYTHING) is False
@@ -130,15 +99,3 @@ def test_allow_list_is_registered_where_torch_has_one():
     assert allow_mmengine_checkpoints() is has_allow_list
     if has_allow_list:
         assert HistoryBuffer in torch.serialization.get_safe_globals()
-
-
-def test_without_onednn_ops_every_layer_takes_the_plain_path(monkeypatch):
-    """The package's only private ops are oneDNN's fused kernels: where a torch build lacks
-    them, the plain path runs (tests/test_models/test_fast_paths.py compares both)."""
-    monkeypatch.setattr(onednn_fusion, '_ONEDNN_OPS', False)
-    linear = OneDNNLinear(4, 4)
-    x = torch.randn(3, 4)
-    with torch.no_grad(), OpRecorder() as ops:
-        y = linear(x, torch.nn.GELU())
-    assert ops.count('mkldnn') == 0
-    torch.testing.assert_close(y, torch.nn.functional.gelu(x @ linear.weight.t() + linear.bias))

@@ -18,8 +18,7 @@ from mmengine.registry import MODELS
 from mmcv.cnn import build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import (ConvStem, DualTokenBlock, OneDNNLinear, ResidualMergePatch,
-                      resize_token_grid)
+from ..layers import ConvStem, DualTokenBlock, ResidualMergePatch, resize_token_grid
 from ..layers.token_grid import sizes_are_concrete
 from ..state_dict_check import state_dict_mismatch
 
@@ -38,7 +37,7 @@ class DualTokenStage(nn.Module):
     """One stage: merge patch (stages 2 and 3), global-token projection, Dual Token Blocks.
 
     Between stages the global tokens go through LN -> Linear(C -> C') (LightViT style, our
-    choice per ARCHITECTURE.md); their grid is unchanged.
+    choice, docs/architecture.md); their grid is unchanged.
     """
 
     def __init__(self, in_channels: Optional[int], channels: int, blocks: Sequence[nn.Module],
@@ -50,7 +49,7 @@ class DualTokenStage(nn.Module):
         self.token_proj = None
         if in_channels is not None and project_tokens:
             self.token_proj = nn.Sequential(
-                build_norm_layer(norm_cfg, in_channels)[1], OneDNNLinear(in_channels, channels))
+                build_norm_layer(norm_cfg, in_channels)[1], nn.Linear(in_channels, channels))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor, tokens: Optional[torch.Tensor]) -> tuple:
@@ -113,7 +112,7 @@ class DualTokenViT(BaseModule):
     block carries and broadcasts (7x7, the paper's best; the paper finds other counts worse
     because of "the interpolation method" and keeps 7x7 to bound the complexity). Per stage
     the Position-aware Token Module downsamples M = (2, 1, 0) times, so at 224x224 every X_ds
-    is 7x7. The rule (ARCHITECTURE.md, revised; the ``reference`` below is X_ds's grid at
+    is 7x7. The rule (docs/architecture.md; the ``reference`` below is X_ds's grid at
     224, 7x7 with the default steps):
 
     * the grid the global branch works on at a block is X_ds's grid scaled by

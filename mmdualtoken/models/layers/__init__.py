@@ -5,16 +5,13 @@ from .dual_token_block import DualTokenBlock
 from .global_token_module import GlobalTokenModule, TokenDownsample, fit_token_budget
 from .merge_patch import ResidualMergePatch
 from .mlp import MixMlp, Mlp, TokenMlp
-from .onednn_fusion import (ConvNormAct, OneDNNLinear, fusion_applies, fusion_disabled,
-                            set_fusion_enabled)
 from .stem import ConvStem
 from .token_grid import resize_token_grid
 from .window_attention import WindowSelfAttention
 
 __all__ = [
     'BiDimAttention', 'ConvEncoder', 'ConvStem', 'DualTokenBlock', 'GlobalTokenModule',
-    'ConvNormAct', 'MixMlp', 'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention',
-    'OneDNNLinear', 'ResidualMergePatch', 'TokenDownsample', 'TokenMlp', 'WindowSelfAttention',
-    'fit_token_budget', 'fusion_applies', 'fusion_disabled', 'resize_token_grid',
-    'set_fusion_enabled'
+    'MixMlp', 'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention',
+    'ResidualMergePatch', 'TokenDownsample', 'TokenMlp', 'WindowSelfAttention',
+    'fit_token_budget', 'resize_token_grid'
 ]

@@ -3,8 +3,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .onednn_fusion import OneDNNLinear
-
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, C) -> (B, heads, N, C / heads)."""
@@ -32,8 +30,8 @@ class MultiheadSelfAttention(nn.Module):
         if channels % num_heads:
             raise ValueError(f'channels ({channels}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
-        self.qkv = OneDNNLinear(channels, 3 * channels, bias=qkv_bias)
-        self.proj = OneDNNLinear(channels, channels)
+        self.qkv = nn.Linear(channels, 3 * channels, bias=qkv_bias)
+        self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -56,9 +54,9 @@ class MultiheadCrossAttention(nn.Module):
         if channels % num_heads:
             raise ValueError(f'channels ({channels}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
-        self.q = OneDNNLinear(channels, channels, bias=qkv_bias)
-        self.kv = OneDNNLinear(channels, 2 * channels, bias=qkv_bias)
-        self.proj = OneDNNLinear(channels, channels)
+        self.q = nn.Linear(channels, channels, bias=qkv_bias)
+        self.kv = nn.Linear(channels, 2 * channels, bias=qkv_bias)
+        self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (B, N, C) queries; context: (B or 1, M, C) -> (B, N, C)."""

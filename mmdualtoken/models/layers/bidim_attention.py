@@ -3,7 +3,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
-from .onednn_fusion import OneDNNLinear
 
 
 class BiDimAttention(nn.Module):
@@ -29,17 +28,17 @@ class BiDimAttention(nn.Module):
         super().__init__()
         hidden = channels // reduction
         self.norm = build_norm_layer(norm_cfg, channels)[1]
-        self.global_reduce = OneDNNLinear(channels, hidden)
-        self.local_reduce = OneDNNLinear(channels, hidden)
+        self.global_reduce = nn.Linear(channels, hidden)
+        self.local_reduce = nn.Linear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
-        self.channel_select = OneDNNLinear(hidden, channels)
+        self.channel_select = nn.Linear(hidden, channels)
         self.spatial_select = nn.Linear(2 * hidden, 1)  # used through its split weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         y = self.norm(x)
-        g = self.global_reduce(y.mean(dim=(1, 2), keepdim=True), self.act)  # (B, 1, 1, C/4)
-        local = self.local_reduce(y, self.act)  # (B, H, W, C/4)
+        g = self.act(self.global_reduce(y.mean(dim=(1, 2), keepdim=True)))  # (B, 1, 1, C/4)
+        local = self.act(self.local_reduce(y))  # (B, H, W, C/4)
         channel_gate = torch.sigmoid(self.channel_select(g))
         w_local, w_global = self.spatial_select.weight.chunk(2, dim=1)
         spatial_logit = (local @ w_local.t()) + (g @ w_global.t() + self.spatial_select.bias)

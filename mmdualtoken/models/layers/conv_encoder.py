@@ -3,7 +3,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
-from .onednn_fusion import OneDNNLinear
 from .token_grid import tokens_to_nchw
 
 
@@ -11,7 +10,7 @@ class ConvEncoder(nn.Module):
     """ConvNeXt block without its residual: DW 7x7 -> LN -> Linear(C, rC) -> GELU -> Linear(rC, C).
 
     The paper says the Conv Encoder "has the same structure as the ConvNeXt block". Our
-    choice: no layer scale (ARCHITECTURE.md lists none); the caller adds the residual and
+    choice: no layer scale (docs/architecture.md); the caller adds the residual and
     drop path, as for every other branch.
 
     Args:
@@ -29,11 +28,11 @@ class ConvEncoder(nn.Module):
         self.dwconv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
                                 groups=channels)
         self.norm = build_norm_layer(norm_cfg, channels)[1]
-        self.fc1 = OneDNNLinear(channels, hidden)
+        self.fc1 = nn.Linear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
-        self.fc2 = OneDNNLinear(hidden, channels)
+        self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         x = self.dwconv(tokens_to_nchw(x)).permute(0, 2, 3, 1)
-        return self.fc2(self.fc1(self.norm(x), self.act))
+        return self.fc2(self.act(self.fc1(self.norm(x))))

@@ -6,12 +6,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
+from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
 from .attention import MultiheadCrossAttention, MultiheadSelfAttention
 from .mlp import MixMlp, TokenMlp
-from .onednn_fusion import ConvNormAct
 from .token_grid import (average_pool_token_grid, resize_token_grid, sizes_are_concrete,
                          tokens_to_nchw)
 
@@ -76,7 +75,7 @@ class TokenDownsample(nn.Module):
     Paper: "local information is extracted by convolution and downsampled twice, and the
     process is repeated M times"; one-step downsampling (its Table 9 ablation) retains less
     information and costs 0.03 G FLOPs and 0.1 M params less on S (mix). Our choices
-    (ARCHITECTURE.md): each step is a dense 3x3 conv, stride 2, padding 1, then BN, so any
+    (docs/architecture.md): each step is a dense 3x3 conv, stride 2, padding 1, then BN, so any
     size works (ceil division). ``'one_step'`` is a single dense conv with kernel = stride =
     2**M, then BN: it reads every input position exactly once and goes straight to the same
     grid (the map is zero-padded at the bottom/right to a multiple of the stride, so the grid
@@ -105,8 +104,8 @@ class TokenDownsample(nn.Module):
         self.stride = 2**steps
 
         def conv(kernel, stride, padding):
-            return ConvNormAct(channels, channels, kernel, stride=stride, padding=padding,
-                               norm_cfg=conv_norm_cfg, act_cfg=None)
+            return ConvModule(channels, channels, kernel, stride=stride, padding=padding,
+                              norm_cfg=conv_norm_cfg, act_cfg=None)
 
         self.pad_to_stride = steps > 0 and mode == 'one_step'
         if steps == 0:
@@ -147,7 +146,7 @@ class GlobalTokenModule(nn.Module):
     Paper: position-aware global tokens G are fused with X_ga by weighted summation; the
     paper sets them to 7x7 "to prevent the complexity of the model from being too large" and
     finds other counts worse because of "the interpolation method". Our reading
-    (ARCHITECTURE.md, revised): G works on X_ds's grid scaled by ``grid_size /
+    (docs/architecture.md): G works on X_ds's grid scaled by ``grid_size /
     reference_grid`` (``reference_grid`` is X_ds's grid at 224, 7x7 in every stage by
     default), ceil-rounded and capped by the token budget. At 224 with the default nothing
     is interpolated. With another ``grid_size`` X_ga is interpolated (bicubic) to G's grid for
@@ -203,9 +202,10 @@ class GlobalTokenModule(nn.Module):
         else:
             self.fuse_norm = build_norm_layer(norm_cfg, channels)[1]
             self.fuse = MultiheadCrossAttention(channels, num_heads)
-        mlp_cls = MixMlp if token_mlp == 'mix' else TokenMlp
-        self.token_mlp = mlp_cls(channels, mlp_ratio, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                                 grid_size=grid_size)
+        if token_mlp == 'mix':
+            self.token_mlp = MixMlp(channels, mlp_ratio, norm_cfg, act_cfg, grid_size=grid_size)
+        else:
+            self.token_mlp = TokenMlp(channels, mlp_ratio, norm_cfg, act_cfg)
         self.query_norm = build_norm_layer(norm_cfg, channels)[1]
         self.context_norm = build_norm_layer(norm_cfg, channels)[1]
         self.broadcast = MultiheadCrossAttention(channels, num_heads)

@@ -4,7 +4,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
-from .onednn_fusion import OneDNNLinear
 from .token_grid import sizes_are_concrete, tokens_to_nchw
 
 
@@ -25,8 +24,8 @@ class ResidualMergePatch(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict = dict(type='LN')):
         super().__init__()
         self.norm = build_norm_layer(norm_cfg, 4 * in_channels)[1]
-        self.reduction = OneDNNLinear(4 * in_channels, out_channels, bias=False)
-        self.shortcut = OneDNNLinear(in_channels, out_channels, bias=False)
+        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+        self.shortcut = nn.Linear(in_channels, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), C')."""

@@ -3,7 +3,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
-from .onednn_fusion import OneDNNLinear
 from .token_grid import resize_token_grid
 
 
@@ -13,12 +12,12 @@ class Mlp(nn.Module):
     def __init__(self, channels: int, mlp_ratio: float = 4., act_cfg: dict = dict(type='GELU')):
         super().__init__()
         hidden = int(channels * mlp_ratio)
-        self.fc1 = OneDNNLinear(channels, hidden)
+        self.fc1 = nn.Linear(channels, hidden)
         self.act = build_activation_layer(act_cfg)
-        self.fc2 = OneDNNLinear(hidden, channels)
+        self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(x, self.act))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class TokenMlp(nn.Module):
@@ -28,7 +27,7 @@ class TokenMlp(nn.Module):
     """
 
     def __init__(self, channels: int, mlp_ratio: float = 4., norm_cfg: dict = dict(type='LN'),
-                 act_cfg: dict = dict(type='GELU'), **kwargs):
+                 act_cfg: dict = dict(type='GELU')):
         super().__init__()
         self.norm = build_norm_layer(norm_cfg, channels)[1]
         self.mlp = Mlp(channels, mlp_ratio, act_cfg)

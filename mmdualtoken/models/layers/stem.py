@@ -1,9 +1,7 @@
 """LightViT's convolutional stem (overall stride 8)."""
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
-
-from .onednn_fusion import ConvNormAct
+from mmcv.cnn import ConvModule, build_norm_layer
 
 
 class ConvStem(nn.Module):
@@ -34,7 +32,7 @@ class ConvStem(nn.Module):
         hidden = out_channels // 2
 
         def conv(cin, cout, stride, groups=1):
-            return ConvNormAct(
+            return ConvModule(
                 cin, cout, 3, stride=stride, padding=1, groups=groups,
                 norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
 

@@ -27,7 +27,7 @@ def sizes_are_static(*sizes) -> bool:
 def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
     """(B, H, W, C) tokens as the NCHW tensor that convolutions and pools take.
 
-    A free view with channels-last strides: oneDNN's convolutions and pools keep that layout,
+    A free view with channels-last strides: CPU convolutions and pools keep that layout,
     so permuting their output back to tokens is free too (measured faster than NCHW copies).
     """
     return tokens.permute(0, 3, 1, 2)
@@ -37,7 +37,7 @@ def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
                       mode: str = 'bicubic') -> torch.Tensor:
     """Resize tokens laid out as (B, h, w, C) to (B, size[0], size[1], C).
 
-    Our choice (ARCHITECTURE.md): bicubic, align_corners=False, as ViT position embeddings are
+    Our choice (docs/architecture.md): bicubic, align_corners=False, as ViT position embeddings are
     resized. Returns the input itself when the size already matches, so nothing is
     interpolated at the model's native resolution.
     """
