@@ -1,16 +1,23 @@
-"""tools/deployment/export_onnx.py: export, check in ONNX Runtime, time; one-line errors."""
+"""The shared ONNX export and ONNX Runtime session (mmdualtoken/deploy/onnx_export.py), and
+tools/deployment/export_onnx.py: export, check in ONNX Runtime, time; one-line errors."""
+import inspect
 import re
+import subprocess
 import sys
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from helpers import load_tool, run_tool
+from onnx import TensorProto, helper
 
 from mmdualtoken.checkpoint import to_backbone_checkpoint
-from mmdualtoken.launch import LaunchError
+from mmdualtoken.deploy import export_onnx
+from mmdualtoken.deploy.onnx_export import latency_ms, ort_session
+from mmdualtoken.errors import LaunchError, OnnxMismatchError
 from mmdualtoken.models import DualTokenViT
-from mmdualtoken.utils.onnx_runtime import ort_session
 
 TOOL = 'deployment/export_onnx.py'
 MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
@@ -34,6 +41,7 @@ def test_dynamic_export_is_verified_and_timed(tmp_path):
         ['batch', 3, 'height', 'width']
 
 
+@pytest.mark.slow
 def test_checkpoint_weights_are_what_is_exported(tmp_path):
     """A classification-layout checkpoint (backbone. keys, a head beside them): the graph
     computes with its weights, not random ones."""
@@ -85,17 +93,17 @@ def test_a_graph_that_differs_from_pytorch_fails_verification(tmp_path):
     torch.manual_seed(0)
     model = DualTokenViT(arch=MINI).eval()
     path = str(tmp_path / 'mini.onnx')
-    tool.export(model, path, (64, 64), dynamic=False)
+    export_onnx(model, path, (64, 64))
     session = ort_session(path, threads=1)
     assert tool.verify(model, session, [(1, 64, 64)]) < 1e-4
     with torch.no_grad():
         model.norm2.bias += 1e-3  # PyTorch's model moves away from the exported graph
-    with pytest.raises(tool.OnnxMismatchError, match=r'stride32 at 1x3x64x64: ONNX Runtime '
+    with pytest.raises(OnnxMismatchError, match=r'stride32 at 1x3x64x64: ONNX Runtime '
                        r'differs from PyTorch by up to 0.001'):
         tool.verify(model, session, [(1, 64, 64)])
 
 
-
+@pytest.mark.slow
 def test_dynamo_exporter_writes_one_file_with_fused_attention_and_gelu(tmp_path):
     """--exporter dynamo: opset 23, ONNX's own Attention and Gelu nodes (no erf or softmax
     decompositions), the weights inside the one file, checked in ONNX Runtime."""
@@ -126,3 +134,91 @@ def test_dynamo_exporter_errors_name_the_way_out(tmp_path, monkeypatch):
                        r'needs onnxscript \(pip install onnxscript\); --exporter torchscript'):
         tool.main(['--arch', 'tiny', '--exporter', 'dynamo', '--out', out])
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def identity_graph(path: str) -> str:
+    tensor = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    out = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'identity',
+                              [tensor], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    return path
+
+
+def test_session_options(tmp_path):
+    """Threads as asked, one inter-op thread, sequential, every optimisation, no spinning."""
+    session = ort_session(identity_graph(str(tmp_path / 'identity.onnx')), threads=3)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    assert session.get_providers() == ['CPUExecutionProvider']
+
+
+def test_latency_counts_only_the_timed_runs():
+    calls = []
+    timing = latency_ms(lambda: calls.append(1), runs=4, warmup=2)
+    assert len(calls) == 6
+    assert 0 < timing['min'] <= timing['median'] <= timing['max']
+    assert timing['spread'] == pytest.approx((timing['max'] - timing['min']) / timing['median'])
+    with pytest.raises(ValueError, match='runs must be at least 1'):
+        latency_ms(lambda: None, runs=0)
+
+
+def test_export_is_of_the_eval_graph_and_leaves_the_mode(tmp_path):
+    """A model in training mode is exported as deployed (BatchNorm on its running statistics,
+    no dropout), under the given output names, and is left in training mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    path = str(tmp_path / 'm.onnx')
+    export_onnx(model, path, shape=(32, 32), output_names=['pooled'])
+    assert model.training and all(m.training for m in model)
+    assert [o.name for o in onnx.load(path).graph.output] == ['pooled']
+    x = torch.rand(1, 3, 32, 32)
+    (out, ) = ort_session(path, 1).run(None, {'image': x.numpy()})
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torchscript_export_passes_dynamo_only_where_torch_has_it(tmp_path, monkeypatch):
+    """torch 2.1's ``torch.onnx.export`` has no ``dynamo`` argument (a TypeError there): the
+    TorchScript export passes ``dynamo=False`` only where the signature has it."""
+    seen = []
+
+    def export_21(model, args, f, export_params=True, verbose=False, training=None,
+                  input_names=None, output_names=None, opset_version=None, dynamic_axes=None):
+        seen.append(dict(opset_version=opset_version, dynamic_axes=dynamic_axes))
+
+    def export_new(model, args, f, *, dynamo=True, **kwargs):
+        seen.append(dict(dynamo=dynamo, **kwargs))
+
+    model = torch.nn.Conv2d(3, 4, 3)
+    monkeypatch.setattr(torch.onnx, 'export', export_21)
+    export_onnx(model, str(tmp_path / 'a.onnx'), dynamic=True, output_names=['y'])
+    assert seen[-1]['opset_version'] == 17
+    assert seen[-1]['dynamic_axes']['y'] == {0: 'batch', 2: 'y_height', 3: 'y_width'}
+    assert 'dynamo' not in inspect.signature(torch.onnx.export).parameters
+    with pytest.raises(RuntimeError, match='has no torch.export-based ONNX exporter'):
+        export_onnx(model, str(tmp_path / 'b.onnx'), exporter='dynamo')
+    monkeypatch.setattr(torch.onnx, 'export', export_new)
+    export_onnx(model, str(tmp_path / 'c.onnx'))
+    assert seen[-1]['dynamo'] is False and seen[-1]['opset_version'] == 17
+    with pytest.raises(ValueError, match='dynamic axes need the torchscript exporter'):
+        export_onnx(model, str(tmp_path / 'd.onnx'), dynamic=True, exporter='dynamo')
+
+
+def test_importing_the_package_imports_no_onnx():
+    """onnx, onnxscript and onnxruntime are imported where they are used, not by
+    ``import mmdualtoken`` nor by ``import mmdualtoken.deploy``."""
+    code = ('import sys, mmdualtoken, mmdualtoken.deploy; '
+            'print(sorted({"onnx", "onnxscript", "onnxruntime"} & set(sys.modules)))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == '[]', out.stdout + out.stderr

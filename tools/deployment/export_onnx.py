@@ -9,9 +9,10 @@
 1. builds ``DualTokenViT(arch, max_global_tokens)`` in eval mode, with the backbone weights
    of ``--checkpoint`` (any layout tools/model_converters/to_backbone_checkpoint.py accepts,
    read with torch's weights-only loading) or random ones;
-2. exports it with torch's TorchScript-based exporter (``dynamo=False``, the one mmdeploy
-   uses), opset 17, input ``image``, outputs ``stride8``, ``stride16``, ``stride32``, traced at
-   1x3xHxW; ``--dynamic`` makes batch, height and width dynamic axes. ``--exporter dynamo``
+2. exports it with :func:`mmdualtoken.deploy.export_onnx`: torch's TorchScript-based
+   exporter (the one mmdeploy uses), opset 17, input ``image``, outputs ``stride8``,
+   ``stride16``, ``stride32``, traced at 1x3xHxW in eval mode; ``--dynamic`` makes batch,
+   height and width dynamic axes. ``--exporter dynamo``
    exports with the torch.export-based exporter instead, at opset 23 and the fixed shape:
    GELU and attention become ONNX's Gelu and Attention nodes, the faster graph in ONNX
    Runtime (it needs onnxscript, and a torch that has that exporter);
@@ -20,42 +21,29 @@
    1x3xHxW and, for a dynamic graph, also at batch 2 and another size (H+9)x(W+17); prints
    the largest difference and stops with an error above the tolerance;
 4. ``--latency``: batch-1 latency at HxW in ONNX Runtime (median and spread of ``--runs``
-   runs), in the session of :mod:`mmdualtoken.utils.onnx_runtime`: ``--threads`` intra-op
-   threads (default 2), one inter-op thread, sequential execution, every graph
-   optimisation, idle threads not spinning.
+   runs), in the session of :func:`mmdualtoken.deploy.onnx_export.ort_session`:
+   ``--threads`` intra-op threads (default 2), one inter-op thread, sequential execution,
+   every graph optimisation, idle threads not spinning.
 
 A bad argument, a missing or unfitting checkpoint or a missing onnxruntime is one line,
 ``error: ...``, and exit code 1.
 """
 import argparse
-import contextlib
-import inspect
-import io
 import os
 import os.path as osp
 import pickle
-import sys
 import time
-import warnings
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
+from mmdualtoken.deploy.onnx_export import (DYNAMO_OPSET, EXPORTERS, OPSET, OUTPUTS,
+                                            dynamo_export_missing, export_onnx, latency_ms,
+                                            ort_session)
+from mmdualtoken.errors import BadConfigError, LaunchError, MissingFileError, OnnxMismatchError
+from mmdualtoken.launch import run_tool
+from mmdualtoken.models import DualTokenViT
 
-from mmdualtoken.engine.errors import RunFault  # noqa: E402
-from mmdualtoken.launch import (BadConfigError, LaunchError, MissingFileError,  # noqa: E402
-                                 run_tool)
-from mmdualtoken.models import DualTokenViT  # noqa: E402
-from mmdualtoken.utils.onnx_runtime import DYNAMO_OPSET  # noqa: E402
-
-OPSET = 17  # TorchScript-based exporter (mmdeploy's)
-EXPORTERS = ('torchscript', 'dynamo')
-OUTPUTS = ['stride8', 'stride16', 'stride32']
 ATOL, RTOL = 1e-4, 1e-3  # fp32 ONNX Runtime vs PyTorch (tests/test_models/test_onnx_export.py)
-
-
-class OnnxMismatchError(RunFault):
-    """The exported graph's outputs differ from PyTorch's beyond the tolerance."""
 
 
 def parse_args(argv=None):
@@ -126,44 +114,6 @@ def load_backbone_weights(model: DualTokenViT, arch: str, path: str) -> None:
     print(f'[export] loaded {len(weights)} backbone tensors from {path}')
 
 
-def dynamo_export_missing() -> str:
-    """Why this torch cannot export with ``dynamo=True`` at DYNAMO_OPSET ('' if it can)."""
-    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
-        return f'torch {torch.__version__} has no torch.export-based ONNX exporter'
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return 'the torch.export-based exporter needs onnxscript (pip install onnxscript)'
-    return ''
-
-
-def export(model: DualTokenViT, path: str, shape, dynamic: bool,
-           exporter: str = 'torchscript') -> None:
-    """TorchScript-based export (what mmdeploy uses), opset 17; or, with ``exporter='dynamo'``,
-    torch.export-based at DYNAMO_OPSET and a fixed shape."""
-    if exporter == 'dynamo':
-        # the exporter's progress lines and its optimiser's notes on folding
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            torch.onnx.export(model, (torch.rand(1, 3, *shape), ), path, dynamo=True,
-                              opset_version=DYNAMO_OPSET, input_names=['image'],
-                              output_names=OUTPUTS, external_data=False)  # one file
-        return
-    kwargs = dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters \
-        else {}
-    axes = None
-    if dynamic:
-        axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
-        axes.update({name: {0: 'batch', 2: f'{name}_height', 3: f'{name}_width'}
-                     for name in OUTPUTS})
-    # the tracer's notes on the Python values it records (about a hundred): the check in
-    # ONNX Runtime, at a second size for a dynamic graph, is what tells whether it is right
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        torch.onnx.export(model, (torch.rand(1, 3, *shape), ), path, opset_version=OPSET,
-                          input_names=['image'], output_names=OUTPUTS, dynamic_axes=axes,
-                          **kwargs)
-
-
 def verify(model: DualTokenViT, session, sizes) -> float:
     """Largest |ONNX Runtime - PyTorch| over every output at every (batch, H, W) of ``sizes``;
     OnnxMismatchError beyond the tolerance."""
@@ -226,11 +176,10 @@ def main(argv=None):
     start = time.perf_counter()
     if osp.dirname(out):
         os.makedirs(osp.dirname(out), exist_ok=True)
-    export(model, out, (height, width), args.dynamic, args.exporter)
+    export_onnx(model, out, (height, width), args.dynamic, args.exporter)
     print(f'[export] wrote {out} ({osp.getsize(out) / 2**20:.1f} MB) in '
           f'{time.perf_counter() - start:.1f} s')
 
-    from mmdualtoken.utils.onnx_runtime import latency_ms, ort_session
     session = ort_session(out, threads=args.threads)
     sizes = [(1, height, width)]
     if args.dynamic:
