@@ -5,7 +5,9 @@ Each import check runs in a fresh interpreter in which mmdet, mmseg and mmpretra
 imported (a meta-path finder refuses them), as in an environment that has none of them. The
 circle check reads the sources (``ast``): every import, at module level or inside a function.
 """
+import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -86,7 +88,6 @@ PACKAGE = 'mmdualtoken'
 
 
 def _python_files(folder: str) -> list:
-    import os
     found = []
     for root, _, files in os.walk(os.path.join(REPO_ROOT, folder)):
         found += [os.path.join(root, f) for f in files if f.endswith('.py')]
@@ -94,7 +95,6 @@ def _python_files(folder: str) -> list:
 
 
 def _module_name(path: str) -> str:
-    import os
     parts = os.path.relpath(path, REPO_ROOT)[:-len('.py')].split(os.sep)
     return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
 
@@ -107,7 +107,6 @@ def _imports(path: str, name: str, modules: set, scripts: dict) -> set:
     may still be initialising: Python allows that), else on ``X`` itself, whose namespace
     must hold ``y``. A bare ``import name`` of a tool script (what a tool reaches through a
     ``sys.path`` edit) depends on that script."""
-    import ast
     with open(path) as f:
         tree = ast.parse(f.read(), filename=path)
     is_package = path.endswith('__init__.py')
@@ -140,14 +139,12 @@ def _imports(path: str, name: str, modules: set, scripts: dict) -> set:
 def import_graph() -> dict:
     """{module: the modules it imports} over mmdualtoken/ and tools/ (tool scripts are
     named ``tools/...`` by their path)."""
-    import os
     package_files = {_module_name(p): p for p in _python_files(PACKAGE)}
     tool_files = {os.path.relpath(p, REPO_ROOT): p for p in _python_files('tools')}
     scripts = {os.path.basename(p)[:-len('.py')]: p for p in tool_files}
     modules = set(package_files)
-    graph = {name: _imports(path, name, modules, scripts)
-             for name, path in {**package_files, **tool_files}.items()}
-    return graph
+    return {name: _imports(path, name, modules, scripts)
+            for name, path in {**package_files, **tool_files}.items()}
 
 
 def find_cycle(graph: dict):
