@@ -35,6 +35,7 @@ def run_python(code: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_import_and_build_without_mmdet_mmseg_mmpretrain():
     result = run_python('''
         import json, sys, time
@@ -55,6 +56,7 @@ def test_import_and_build_without_mmdet_mmseg_mmpretrain():
     print(f"import mmdualtoken: {result['seconds']:.2f} s")
 
 
+@pytest.mark.slow
 def test_the_neck_needs_mmdet_only_when_built():
     result = run_python('''
         import json

@@ -67,6 +67,7 @@ def test_load_pretrained_refuses_a_foreign_class(tmp_path, tiny_backbone_state):
         assert torch.equal(value, tiny_backbone_state[key]), key
 
 
+@pytest.mark.slow
 def test_converter_tool_refuses_a_foreign_class(tmp_path, tiny_backbone_state):
     """tools/model_converters/to_backbone_checkpoint.py: same checkpoint, same outcome."""
     import os

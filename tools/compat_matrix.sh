@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The backbone on the torch versions users have: a throwaway venv per torch release, each
 # with mmengine and mmcv-lite (mmcv without compiled ops: enough for the backbone), then the
-# backbone tests in it. Writes docs/compat_matrix.md and the same table into README.md
-# (between the compat-matrix markers).
+# backbone tests in it. Writes docs/compat_matrix.md (the README links it).
 #
 #   tools/compat_matrix.sh            # the full matrix (torch 2.1.2 and 2.14.1)
 #   tools/compat_matrix.sh --short    # torch 2.1.2 only, import + shapes + train step (CI)
 #
 # The full stack with compiled mmcv ops (mmdet's detectors) stays on the pinned set of
-# tools/setup_env.sh; this proves the backbone, its registration, its fused kernels, its
-# checkpoints and the TorchScript ONNX export on every torch in the table.
+# tools/setup_env.sh; this proves the backbone, its registration, its
+# checkpoints, its CPU conversion and the TorchScript ONNX export on every torch in the table.
 #
 # Environment:
 #   PYTHON             interpreter for the venvs (default: python3.11, then python3)
@@ -32,7 +31,7 @@ COMMON=(mmengine==0.10.7 mmcv-lite==2.1.0 pytest pytest-xdist hypothesis onnx on
 
 # the backbone tests: they import torch, mmengine, mmcv and mmdualtoken only
 TESTS=(tests/test_compat.py tests/test_import.py tests/test_models/test_dualtoken_vit.py
-       tests/test_models/test_layers.py tests/test_models/test_fast_paths.py
+       tests/test_models/test_layers.py tests/test_deploy/test_cpu_fusion.py
        tests/test_models/test_pretrained_loading.py tests/test_models/test_onnx_export.py
        tests/test_checkpoint_loading.py)
 # tests that need what the matrix leaves out on purpose: the three frameworks, torch.export
@@ -81,17 +80,6 @@ if [[ $SHORT == 0 ]]; then
     echo
     echo "$table"
   } >"$ROOT/docs/compat_matrix.md"
-  "$PY" - "$ROOT/README.md" "$ROOT/docs/compat_matrix.md" <<'PYEOF'
-import re, sys
-readme, matrix = sys.argv[1], open(sys.argv[2]).read()
-table = '\n'.join(l for l in matrix.splitlines() if l.startswith('|'))
-text = open(readme).read()
-new = re.sub(r'(<!-- compat-matrix -->\n).*?(\n<!-- /compat-matrix -->)',
-             lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
-if new == text and table not in text:
-    sys.exit('README.md has no <!-- compat-matrix --> markers')
-open(readme, 'w').write(new)
-PYEOF
-  echo "[matrix] wrote docs/compat_matrix.md and the table in README.md"
+  echo "[matrix] wrote docs/compat_matrix.md"
 fi
 exit $status

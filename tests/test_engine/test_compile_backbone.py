@@ -45,6 +45,7 @@ def test_compile_refuses_other_values_and_a_torch_without_compile(monkeypatch):
     assert enable_compile(Config(dict()), False) is None  # not asked: no error
 
 
+@pytest.mark.slow
 def test_train_with_compile(tiny_workdir, tmp_path):
     """Two iterations of the tiny classification config (T arch) with --compile; the
     config's compile dict picks the backend: aot_eager captures forward and backward as

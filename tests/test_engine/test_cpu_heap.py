@@ -47,6 +47,7 @@ def faults_of_reallocations(mode: str) -> list:
     return [int(n) for n in out.stdout.split()[-4:]]
 
 
+@pytest.mark.slow
 def test_kept_heap_reuses_freed_memory_without_page_faults():
     """In the steady state, a freed 64 MiB tensor comes back without faulting its 16384
     pages in again, every time; with glibc's defaults every allocation faults them all."""

@@ -11,6 +11,8 @@ from mmdualtoken.engine import random_state_hook
 from mmdualtoken.engine.random_state_hook import (KEY, RandomStateHook, capture_random_states,
                                                   restore_random_states)
 
+pytestmark = pytest.mark.slow  # Runner trainings and resumes
+
 
 def draws():
     """Numbers from every generator the hook covers (gauss caches included)."""

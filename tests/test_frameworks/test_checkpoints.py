@@ -7,8 +7,11 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 from helpers import REPO_ROOT, checkpoints, config, run_tool, scalars
+
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
 TINY_CLS = config('tiny/dualtoken_s_in1k_tiny.py')
 SHORT = ['train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',

@@ -4,6 +4,8 @@ import pytest
 import torch
 from helpers import checkpoints, config, run_tool, scalars
 
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
+
 
 def test_train_val(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'cls')

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from helpers import checkpoints, config, run_tool, scalars
 
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
+
 SHORT_RUN = [
     '--cfg-options',
     'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',

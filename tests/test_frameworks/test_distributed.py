@@ -4,11 +4,14 @@ import os
 import os.path as osp
 import sys
 
+import pytest
 import torch
 from helpers import REPO_ROOT, config, run_process_tree, scalars
 from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
+
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
 
 def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):

@@ -19,6 +19,8 @@ import sys
 import pytest
 from helpers import REPO_ROOT, checkpoints, config, scalars
 
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
+
 TIMEOUT = 600  # seconds per process; each takes well under a minute here
 
 

@@ -9,10 +9,13 @@ import glob
 import json
 import os.path as osp
 
+import pytest
 import torch
 from helpers import config, run_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
 TINY_CLS = config('tiny/dualtoken_s_in1k_tiny.py')
 METRIC = 'accuracy/top1'

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from helpers import config, run_tool, scalars
 
+pytestmark = pytest.mark.slow  # Runner trainings through the tools
+
 
 @pytest.mark.parametrize('name', ['tiny/fpn_dualtoken_s_ade20k_tiny.py',
                                   'tiny/upernet_dualtoken_s_ade20k_tiny.py'])

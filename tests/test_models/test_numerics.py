@@ -44,6 +44,7 @@ def test_training_step_at_detection_resolution_has_finite_gradients():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.slow
 def test_torch_compile_trains_at_a_fixed_size_and_at_changing_sizes():
     """Default backend (inductor), forward and backward; a new size compiles a new graph.
 

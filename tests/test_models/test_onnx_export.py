@@ -74,6 +74,7 @@ def test_torchscript_exporter_any_size(tmp_path, budget, sizes):
     assert_runtime_matches(model, path, sizes)
 
 
+@pytest.mark.slow
 def test_dynamo_exporter_any_size(tmp_path):
     model = build(None)
     path = str(tmp_path / 'dynamo.onnx')
@@ -81,6 +82,7 @@ def test_dynamo_exporter_any_size(tmp_path):
     assert_runtime_matches(model, path, CASES[0][1])
 
 
+@pytest.mark.slow
 def test_dynamo_exporter_with_the_token_budget_at_the_detection_size(tmp_path):
     model = build(DETECTION_BUDGET)
     path = str(tmp_path / 'dynamo_budget.onnx')
@@ -89,6 +91,7 @@ def test_dynamo_exporter_with_the_token_budget_at_the_detection_size(tmp_path):
     assert_runtime_matches(model, path, [(800, 1333)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('exporter', ['torchscript', 'dynamo'])
 def test_another_token_count_and_one_step_downsampling(tmp_path, exporter):
     """5x5 global tokens: X_ga and G are shrunk by bicubic interpolation, which ONNX
@@ -104,6 +107,7 @@ def test_another_token_count_and_one_step_downsampling(tmp_path, exporter):
     assert_runtime_matches(model, path, [(224, 224), (233, 377), (64, 64)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('grid_size', [7, 5])
 def test_dynamo_exporter_at_a_fixed_size_skips_only_the_identity_resizes(tmp_path, grid_size):
     """Exported for one size (no dynamic shapes) the sizes are plain ints: at 224 with 7x7

@@ -20,6 +20,8 @@ import pytest
 from helpers import REPO_ROOT, config
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # fault injections in Runner trainings
+
 COCO = 'data/tiny/coco'
 ADE = 'data/tiny/ade/ADEChallengeData2016'
 IMAGENET = 'data/tiny/imagenet'

@@ -16,6 +16,8 @@ import time
 import pytest
 from helpers import REPO_ROOT, alive, config, free_port, kill_tree, worker_pids
 
+pytestmark = pytest.mark.slow  # fault injections in Runner trainings
+
 DIST_TIMEOUT = 10  # seconds
 # torchrun's agent stops the remaining workers with SIGTERM and waits up to 30 s before it
 # sends SIGKILL (a stopped process does not act on SIGTERM)

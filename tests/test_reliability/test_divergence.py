@@ -22,6 +22,8 @@ from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of mmengine checkpoints)
 
+pytestmark = pytest.mark.slow  # fault injections in Runner trainings
+
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HOOKS_ENV = dict(PYTHONPATH=os.pathsep.join([TESTS_DIR, os.environ.get('PYTHONPATH', '')]))
 COMMON = ['train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',

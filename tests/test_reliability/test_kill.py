@@ -21,6 +21,8 @@ from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of mmengine checkpoints)
 
+pytestmark = pytest.mark.slow  # fault injections in Runner trainings
+
 CONFIG = config('tiny/retinanet_dualtoken_s_tiny.py')
 OPTIONS = ['randomness.seed=0', 'randomness.deterministic=True',
            'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',

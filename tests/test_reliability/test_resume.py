@@ -19,6 +19,8 @@ from helpers import REPO_ROOT, config, run_tool
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
 
+pytestmark = pytest.mark.slow  # fault injections in Runner trainings
+
 SMALL = ['randomness.seed=0', 'randomness.deterministic=True',
          'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
          'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1']

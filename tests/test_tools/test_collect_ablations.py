@@ -8,6 +8,8 @@ import sys
 import pytest
 from helpers import REPO_ROOT, config, run_tool, scalars
 
+pytestmark = pytest.mark.slow  # runs the ablation tool as a process
+
 SHORT = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
          'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
          'val_dataloader.dataset.indices=4']
