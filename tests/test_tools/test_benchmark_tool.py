@@ -133,3 +133,214 @@ def test_peak_memory_is_of_the_process_that_ran_the_function(monkeypatch):
     large = benchmark.peak_rss_gib(operator.mul, b'x', 400 * 2**20)
     assert 0.35 < large - small < 0.6, (small, large)
     assert own_peak() - before < 0.2
+
+
+# ---------------------------------------------------------------- the gpu command, on the CPU
+@pytest.mark.slow
+def test_gpu_command_runs_every_section_on_the_cpu(tmp_path):
+    """`gpu --device cpu --quick`: the GPU run's code path writes every section and row; what
+    needs CUDA says so, a peer that cannot take the quick size is a row that says why."""
+    proc = run_tool(TOOL, 'gpu', '--device', 'cpu', '--quick', '--models', 'DualToken-ViT-T',
+                    'DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small', 'EfficientFormer-L1',
+                    '--out', 'tmp/gpu.md', cwd=str(tmp_path), timeout=900)
+    text = (tmp_path / 'tmp' / 'gpu.md').read_text()
+    assert text.startswith('# GPU acceptance run\n')
+    assert 'benchmark.py gpu --device cpu --quick --models' in text
+    assert re.findall(r'^## (.*)$', text, re.MULTILINE) == [
+        'Goals', 'Correctness', 'AMP training, 3 steps on one batch', 'SDPA kernels',
+        'Training step, 64x64, batch 2', 'Inference, 64x64, batch 2',
+        'Backbone step, 128x96, batch 1', 'torch.compile, DualToken-ViT-S training step', 'Rerun']
+    assert re.search(r'- Peers: random weights, built by mmpretrain \d', text)
+    number, ours = r'\d+\.\d+ \(\d+%\)', ['DualToken-ViT-T', 'DualToken-ViT-S']
+    goals = table_rows(text, '## Goals')
+    assert len(goals) == 4, goals
+    (train, train_ok), (memory, memory_ok), (det, det_ok), amp = goals.values()
+    for ratio, within in ((train, train_ok), (det, det_ok)):
+        assert re.fullmatch(r'\d+\.\d\dx', ratio), ratio
+        assert re.fullmatch(r'yes|no: \d+% (short|over)', within), within
+    assert (memory, memory_ok) == ('CUDA only', '-') and amp == ['all finite', 'yes']
+    correctness = table_rows(text, '## Correctness')
+    assert list(correctness) == [f'{n}, {s}' for n in ours for s in (
+        '64x64', '128x96, at most 4 global tokens')]
+    for fp32, ok, bf16, fp16 in correctness.values():  # the CPU against itself: identical
+        assert (fp32, ok) == ('0.0e+00 / 0.0e+00 / 0.0e+00', 'yes')
+        for cell, least in ((bf16, 1e-5), (fp16, 0.)):  # older torch: no fp16 CPU autocast
+            errors = [float(e) for e in cell.split(' / ')]
+            assert len(errors) == 3 and all(least < e < 0.05 for e in errors), cell
+    amp = table_rows(text, '## AMP training')
+    assert list(amp) == [f'{n}, {p}' for n in ours for p in ('bf16', 'fp16 + GradScaler')]
+    for first, last, finite, falling in amp.values():
+        assert 5 < float(first) < 9 and float(last) > 0 and finite == 'yes', (first, last)
+    sdpa = table_rows(text, '## SDPA kernels')
+    assert list(sdpa) == ['fp32', 'bf16', 'fp16']
+    assert all(re.match(r'(flash|memory-efficient|math|cudnn): `aten::', v[0]) for v in
+               sdpa.values()), sdpa
+    peers = ['ResNet-18', 'EdgeNeXt-small', 'EfficientFormer-L1']
+    for section in ('## Training step', '## Inference'):
+        rows = table_rows(text, section)
+        assert list(rows) == ours + peers, rows
+        assert rows.pop('EfficientFormer-L1')[0].startswith('not run: RuntimeError: ')
+        assert all(re.fullmatch(number, cells[0]) for cells in rows.values()), rows
+        assert all(cells[1:] in ([], ['CUDA only']) for cells in rows.values()), rows
+    backbones = table_rows(text, '## Backbone step')
+    assert list(backbones) == ['DualToken-ViT-S, no token budget',
+                               'DualToken-ViT-S, at most 4 global tokens',
+                               'DualToken-ViT-S, at most 4 global tokens, with_cp',
+                               'ResNet-18', 'EdgeNeXt-small']
+    assert all(re.fullmatch(number, ms) and peak == 'CUDA only'
+               for ms, peak in backbones.values()), backbones
+    compiled = table_rows(text, '## torch.compile')
+    assert list(compiled) == ['eager', 'torch.compile, backend eager']
+    assert all(re.fullmatch(number, ips) and float(first) > 0 for ips, first in
+               compiled.values()), compiled
+    assert not re.search(r'floor|issue', text, re.IGNORECASE)
+    for progress in ('correctness: fp32 on the device', 'AMP training, fp16: DualToken-ViT-S',
+                     'backbone step, first calls: EdgeNeXt-small', 'EfficientFormer-L1: not run'):
+        assert progress in proc.stderr, proc.stderr[-3000:]
+
+
+def test_gpu_arguments(monkeypatch):
+    benchmark = load_tool(TOOL)
+    with pytest.raises(SystemExit):  # no CUDA here: the default device cannot run
+        benchmark.parse_args(['gpu'])
+    monkeypatch.setattr(benchmark.torch.cuda, 'is_available', lambda: True)
+    args = benchmark.parse_args(['gpu', '--out', 'docs/gpu.md'])
+    assert (args.command, args.device, args.out, args.argv) == ('gpu', 'cuda', 'docs/gpu.md',
+                                                                ['--out', 'docs/gpu.md'])
+    assert (args.size, args.batch, args.infer_batch, tuple(args.det_size), args.det_batch,
+            args.amp_steps, args.amp_batch, args.budget, args.compile_backend) == (
+                224, 128, 256, (800, 1333), 2, 50, 32, None, 'inductor')
+    assert args.models == [*benchmark.OURS, *benchmark.PEERS]
+    quick = benchmark.parse_args(['gpu', '--device', 'cpu', '--quick'])
+    assert (quick.size, quick.batch, quick.amp_steps, quick.budget) == (64, 2, 3, 4)
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['gpu', '--device', 'cpu', '--amp-steps', '0'])
+    assert 'pip download --no-deps' in benchmark.gpu_benchmark.__doc__
+
+
+def test_sdpa_kernel_from_profiler_names():
+    """The implementation is read from aten op and CUDA kernel names; cuDNN's kernels, which
+    also say 'flash', are cuDNN's; other ops and kernels are no SDPA call."""
+    benchmark = load_tool(TOOL)
+    flash_kernel = ('void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32, 128, 128, '
+                    '4, false, false, cutlass::bfloat16_t>, false, false>(Flash_fwd_params)')
+    mem_eff_kernel = ('fmha_cutlassF_f32_aligned_64x64_rf_sm80(PyTorchMemEffAttention::'
+                      'AttentionKernel<float, cutlass::arch::Sm80, true, 64, 64, 64>::Params)')
+    cudnn_kernel = 'cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64'
+    names = ['aten::scaled_dot_product_attention', 'aten::_scaled_dot_product_flash_attention',
+             flash_kernel, 'aten::_scaled_dot_product_efficient_attention', mem_eff_kernel,
+             'aten::_scaled_dot_product_cudnn_attention', cudnn_kernel,
+             'aten::_scaled_dot_product_attention_math', 'aten::bmm', 'aten::_softmax',
+             'ampere_sgemm_128x64_tn', 'cudnn::bn_fw_inf_1C11_kernel_NCHW', 'aten::linear']
+    assert benchmark.sdpa_kinds(names) == {
+        'flash': ['aten::_scaled_dot_product_flash_attention', flash_kernel],
+        'memory-efficient': ['aten::_scaled_dot_product_efficient_attention', mem_eff_kernel],
+        'cudnn': ['aten::_scaled_dot_product_cudnn_attention', cudnn_kernel],
+        'math': ['aten::_scaled_dot_product_attention_math']}
+    assert benchmark.sdpa_kinds(['aten::_scaled_dot_product_flash_attention_for_cpu']) == {
+        'flash': ['aten::_scaled_dot_product_flash_attention_for_cpu']}
+    assert benchmark.sdpa_kinds(['aten::conv2d', 'aten::layer_norm']) == {}
+
+
+def test_sdpa_profile_reads_the_forward_it_ran():
+    """On the CPU: the profiler sees torch's SDPA op of a forward, and a model without
+    attention has none."""
+    import torch
+    benchmark = load_tool(TOOL)
+
+    class Attention(torch.nn.Module):
+        def forward(self, x):
+            q = x.flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1 head, HW, C)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    found = benchmark.sdpa_profile(Attention(), torch.rand(1, 8, 4, 4), None)
+    assert re.fullmatch(r'(flash|math|memory-efficient): `aten::_scaled_dot_product_\w+`',
+                        found), found
+    assert benchmark.sdpa_profile(torch.nn.Conv2d(8, 8, 1), torch.rand(1, 8, 4, 4),
+                                  None) == 'no SDPA call found'
+
+
+def test_amp_verdict():
+    benchmark = load_tool(TOOL)
+    assert benchmark.amp_verdict([6.9, 7.1, 5.2]) == (True, True)
+    assert benchmark.amp_verdict([6.9, 5.0, 7.0]) == (True, False)  # finite, not falling
+    assert benchmark.amp_verdict([6.9, float('inf'), 2.0]) == (False, False)
+    assert benchmark.amp_verdict([6.9, float('nan')]) == (False, False)
+    assert benchmark.amp_verdict([6.9]) == (True, False)
+
+
+def test_training_step_through_a_disabled_grad_scaler_is_the_plain_step():
+    """The fp16 path's GradScaler, disabled (as on the CPU), changes nothing: same weights
+    after two steps as without a scaler."""
+    import torch
+    benchmark = load_tool(TOOL)
+    weights = []
+    for scaler in (None, benchmark.grad_scaler('cpu', enabled=False)):
+        torch.manual_seed(0)
+        model, x = torch.nn.Linear(4, 3), torch.rand(2, 4)
+        before, losses = model.weight.detach().clone(), []
+        step = benchmark.step_fn(model, x, torch.tensor([0, 2]), torch.bfloat16, scaler, losses)
+        step(), step()
+        weights.append(model.weight.detach().clone())
+        assert len(losses) == 2 and losses[1] < losses[0]
+        assert not torch.equal(weights[-1], before)  # AdamW stepped through the scaler
+    assert torch.equal(*weights)
+
+
+def test_goals_say_the_ratio_and_by_how_much_it_is_missed():
+    benchmark = load_tool(TOOL)
+    args = benchmark.parse_args(['gpu', '--device', 'cpu'])
+    s, e = 'DualToken-ViT-S', 'EdgeNeXt-small'
+    res = dict(budget=196, train={s: (850., .02), e: (1000., .01)}, train_peak={s: 6., e: 5.},
+               det={f'{s}, at most 196 global tokens': (40., .03), e: 'not run: OutOfMemoryError'},
+               finite={f'{s}, bf16': 'yes', f'{s}, fp16 + GradScaler': 'no'})
+    assert list(benchmark.goals(res, args).values()) == [
+        ('0.85x', 'no: 15% short'), ('1.20x', 'yes'), ('not run: OutOfMemoryError', '-'),
+        (f'not finite: {s}, fp16 + GradScaler', 'no')]
+    res.update(train={s: (1100., .02), e: (1000., .01)}, train_peak={s: 6.6, e: 5.},
+               det={f'{s}, at most 196 global tokens': (40., 0.), e: (50., 0.)},
+               finite={f'{s}, bf16': 'yes'})
+    assert list(benchmark.goals(res, args).values()) == [
+        ('1.10x', 'yes'), ('1.32x', 'no: 10% over'), ('0.80x', 'yes'), ('all finite', 'yes')]
+    del res['train'][e]
+    assert benchmark.goals(res, args)[f"{s} training img/s at least {e}'s"] == (
+        'not measured', '-')
+
+
+def test_peers_come_from_timm_where_mmpretrain_does_not_import(monkeypatch):
+    """The bare GPU machine may lack mmpretrain (or a dependency of it): timm builds the peers,
+    backbones with their stride 8-32 features; with neither, the error says what to carry."""
+    import sys
+    import types
+    benchmark = load_tool(TOOL)
+    calls = []
+    timm = types.ModuleType('timm')
+    timm.__version__ = '1.0.0'
+    timm.create_model = lambda name, **kwargs: calls.append((name, kwargs)) or name
+    monkeypatch.setitem(sys.modules, 'mmpretrain', None)  # `import mmpretrain` raises
+    monkeypatch.setitem(sys.modules, 'mmpretrain.apis', None)
+    monkeypatch.setitem(sys.modules, 'timm', timm)
+    benchmark.peer_source.cache_clear()
+    assert benchmark.peer_source().startswith('timm 1.0.0 (mmpretrain: ModuleNotFoundError')
+    assert benchmark.peer('EdgeNeXt-small') == 'edgenext_small'
+    assert benchmark.peer('ResNet-18', det=True) == 'resnet18'
+    assert calls == [('edgenext_small', dict(pretrained=False)),
+                     ('resnet18', dict(pretrained=False, features_only=True,
+                                       out_indices=(2, 3, 4)))]
+    monkeypatch.setitem(sys.modules, 'timm', None)
+    benchmark.peer_source.cache_clear()
+    with pytest.raises(ImportError, match=r'neither \(mmpretrain: .*; timm: .*\): carry '
+                                          r'mmpretrain, see `benchmark.py gpu --help`'):
+        benchmark.peer('ResNet-18')
+
+
+def test_loading_the_module_imports_no_peer_or_plot_library():
+    """The GPU machine has torch and the wheels of the backbone: loading benchmark.py imports
+    none of mmpretrain, mmdet, timm, matplotlib, onnxruntime (each imported where used)."""
+    import subprocess
+    import sys
+    code = ('import sys; sys.path.insert(0, "tools/analysis"); import benchmark; print(sorted('
+            '{m.split(".")[0] for m in sys.modules} & {"mmpretrain", "mmdet", "mmseg", "timm", '
+            '"matplotlib", "onnxruntime"}))')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == '[]', proc.stdout + proc.stderr
