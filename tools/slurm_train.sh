@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Training on a Slurm cluster through srun, with the arguments of OpenMMLab's own script:
+#   [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
+#       tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+# One task (process) per GPU: GPUS tasks in all, GPUS_PER_NODE of them on each node, which
+# asks for --gres=$GRES (default gpu:$GPUS_PER_NODE). On a cluster without GPUs set
+# GRES=none: no GPU is asked for, and GPUS / GPUS_PER_NODE count CPU processes (gloo).
+# SRUN_ARGS: more srun options (--time=1-0, --mem=..., -l), PYTHON: the interpreter.
+if [ $# -lt 4 ]; then
+    sed -n '2,8p' "$0" >&2
+    exit 2
+fi
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+WORK_DIR=$4
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+GRES=${GRES-gpu:$GPUS_PER_NODE}
+SRUN_ARGS=${SRUN_ARGS:-""}
+PYTHON=${PYTHON:-python}
+DIR="$(cd "$(dirname "$0")" && pwd)"
+GRES_ARG=()
+if [ -n "$GRES" ] && [ "$GRES" != none ]; then
+    GRES_ARG=(--gres="$GRES")
+fi
+
+# SRUN_ARGS unquoted on purpose: it holds several options
+PYTHONPATH="$DIR/..":$PYTHONPATH \
+exec srun --partition="$PARTITION" \
+    --job-name="$JOB_NAME" \
+    "${GRES_ARG[@]}" \
+    --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" \
+    --cpus-per-task="$CPUS_PER_TASK" \
+    --kill-on-bad-exit=1 \
+    ${SRUN_ARGS} \
+    "$PYTHON" -u "$DIR/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher=slurm "${@:5}"
