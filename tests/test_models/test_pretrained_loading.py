@@ -3,6 +3,7 @@ import pytest
 import torch
 from helpers import RunsWhenUnpickled
 
+from mmdualtoken.errors import BadConfigError
 from mmdualtoken.models import DualTokenViT
 
 ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
@@ -92,3 +93,79 @@ def test_a_foreign_object_is_refused_without_running_it(tmp_path):
                        'Unsupported global: GLOBAL .*RunsWhenUnpickled'):
         pretrained(path).init_weights()
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- pretrained (mmdet/mmseg form)
+def test_pretrained_none_and_init_cfg_none_give_the_default_init():
+    """pretrained=None is accepted, and init_cfg=None (what --cfg-options
+    model.backbone.init_cfg=None sets) is the default init, as in mmdet's ResNet: truncated
+    normal Linear weights, not PyTorch's uniform ones."""
+    for kwargs in (dict(), dict(pretrained=None), dict(init_cfg=None),
+                   dict(pretrained=None, init_cfg=None)):
+        model = DualTokenViT(arch=ARCH, **kwargs)
+        assert model.init_cfg == DualTokenViT.default_init_cfg
+        model.init_weights()
+        linear = model.stages[1].blocks[0].ffn.fc1
+        assert torch.all(linear.bias == 0)
+        assert abs(linear.weight.std().item() - 0.02) < 0.01
+
+
+def test_a_local_checkpoint_through_pretrained_loads_like_init_cfg(tmp_path):
+    source = DualTokenViT(arch=ARCH)
+    path = save(tmp_path / 'epoch_300.pth', source.state_dict())
+    with pytest.warns(UserWarning, match=r"pretrained=.* is deprecated.*read as init_cfg=dict\("
+                      r"type='Pretrained', checkpoint=.*epoch_300.pth', prefix='backbone.'\)"):
+        model = DualTokenViT(arch=ARCH, pretrained=str(path))
+    assert model.init_cfg == pretrained(path).init_cfg
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', ['open-mmlab://resnet50_v1c', 'torchvision://resnet50',
+                                  'open-mmlab://resnext101_32x4d'])
+def test_a_model_zoo_name_through_pretrained_is_one_line_at_construction(name):
+    """mmseg's stock bases set model.pretrained to their ResNet's checkpoint: refused when the
+    backbone is built, in one line saying where it came from and what to set."""
+    with pytest.raises(BadConfigError) as error:
+        DualTokenViT(arch=ARCH, pretrained=name)
+    message = str(error.value)
+    assert not isinstance(error.value, TypeError)
+    assert '\n' not in message
+    assert f'pretrained={name!r}' in message
+    assert 'a checkpoint of another backbone' in message
+    assert 'model.pretrained of the config' in message and 'EncoderDecoder' in message
+    assert 'Set model.pretrained=None' in message
+    assert "init_cfg=dict(type='Pretrained', checkpoint=<DualToken-ViT ImageNet checkpoint" \
+        in message and "prefix='backbone.')" in message
+
+
+def test_pretrained_and_init_cfg_together_are_an_error(tmp_path):
+    with pytest.raises(BadConfigError, match="got both pretrained='a.pth' and init_cfg=.*"
+                       'keep only init_cfg'):
+        DualTokenViT(arch=ARCH, pretrained='a.pth',
+                     init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
+    with pytest.raises(TypeError, match='pretrained must be a checkpoint'):
+        DualTokenViT(arch=ARCH, pretrained=True)
+
+
+def test_mmseg_encoder_decoder_passes_the_line_on():
+    """The path users take: mmseg's EncoderDecoder copies model.pretrained into the backbone
+    config; the build stops with our line (mmengine prefixes the classes), not a TypeError."""
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+
+    def segmentor(pretrained):  # what a config gives (EncoderDecoder edits its backbone)
+        return ConfigDict(
+            type='EncoderDecoder', pretrained=pretrained,
+            backbone=dict(type='DualTokenViT', arch=ARCH),
+            decode_head=dict(type='FCNHead', in_channels=64, in_index=2, channels=8,
+                             num_convs=1, num_classes=3))
+
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(BadConfigError) as error:
+            MODELS.build(segmentor('open-mmlab://resnet50_v1c'))
+        assert 'Set model.pretrained=None' in str(error.value)
+        assert '\n' not in str(error.value)
+        assert type(MODELS.build(segmentor(None)).backbone).__name__ == 'DualTokenViT'

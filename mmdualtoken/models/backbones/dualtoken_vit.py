@@ -5,6 +5,7 @@ import math
 import os.path as osp
 import pickle
 import re
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Optional, Sequence, Union
 
@@ -18,6 +19,7 @@ from mmengine.registry import MODELS
 from mmcv.cnn import build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...errors import BadConfigError
 from ..layers import ConvStem, DualTokenBlock, ResidualMergePatch, resize_token_grid
 from ..layers.token_grid import sizes_are_concrete
 from ..state_dict_check import state_dict_mismatch
@@ -160,9 +162,16 @@ class DualTokenViT(BaseModule):
         norm_cfg (dict): Token norm. Defaults to ``dict(type='LN', eps=1e-6)``.
         conv_norm_cfg (dict): Norm after convolutions. Defaults to ``dict(type='BN')``.
         act_cfg (dict): Activation. Defaults to ``dict(type='GELU')``.
-        init_cfg (dict | list[dict], optional): Initialization config: truncated normal
-            (std .02) Linear weights and unit LayerNorms unless a ``Pretrained`` checkpoint
-            is given. The global tokens start truncated normal (std .02).
+        pretrained (str, optional): mmdet's and mmseg's deprecated form of ``init_cfg``
+            (mmseg's EncoderDecoder copies a config's ``model.pretrained`` here), read as
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')``
+            with a warning; a name of the ``open-mmlab://``/``torchvision://`` model zoos (a
+            ResNet's) is refused with what to set. Not together with ``init_cfg``. Defaults
+            to None.
+        init_cfg (dict | list[dict], optional): Initialization config. None: truncated
+            normal (std .02) Linear weights and unit LayerNorms (:attr:`default_init_cfg`);
+            ``dict(type='Pretrained', checkpoint, prefix)`` loads a checkpoint strictly. The
+            global tokens start truncated normal (std .02). Defaults to None.
 
     Example:
         >>> import torch
@@ -195,6 +204,15 @@ class DualTokenViT(BaseModule):
     }
     required_arch_keys = ('embed_dims', 'depths', 'num_heads')
     optional_arch_keys = ('mlp_ratio', 'token_mlp')
+    # the init of init_cfg=None (and pretrained=None), as mmdet's ResNet has its own
+    default_init_cfg = [
+        dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+        dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
+    ]
+    # model zoos of mmengine's CheckpointLoader that hold other backbones only (ResNets and
+    # other CNNs): what OpenMMLab's stock configs name in model.pretrained
+    foreign_model_zoos = ('open-mmlab://', 'openmmlab://', 'torchvision://', 'modelzoo://',
+                          'mmcls://')
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -215,14 +233,12 @@ class DualTokenViT(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  conv_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[Union[dict, list]] = [
-                     dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
-                     dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
-                 ],
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, list]] = None,
                  **unknown):
         if unknown:
             self._reject_unknown_arguments(unknown)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._resolve_init_cfg(pretrained, init_cfg))
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = list(self.arch_settings['embed_dims'])
         self.depths = list(self.arch_settings['depths'])
@@ -318,6 +334,40 @@ class DualTokenViT(BaseModule):
             hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
         raise TypeError(f'DualTokenViT got unknown argument(s) {", ".join(hints)}; accepted: '
                         f'{", ".join(accepted)}')
+
+    @classmethod
+    def _resolve_init_cfg(cls, pretrained: Optional[str], init_cfg):
+        """The init_cfg of ``pretrained`` and ``init_cfg``, read as mmdet's ResNet reads them.
+
+        ``pretrained`` reaches the backbone from a config's ``model.pretrained`` (mmseg's
+        stock bases set it to their ResNet's checkpoint, and EncoderDecoder copies it into the
+        backbone): a model-zoo name cannot load into DualTokenViT and stops the build with one
+        line saying where it came from and what to set, not at the first training step.
+        """
+        if pretrained is None:
+            return copy.deepcopy(cls.default_init_cfg) if init_cfg is None else init_cfg
+        if not isinstance(pretrained, str):
+            raise TypeError(f'pretrained must be a checkpoint (str) or None, got '
+                            f'{type(pretrained).__name__}')
+        replacement = ("init_cfg=dict(type='Pretrained', checkpoint=<DualToken-ViT ImageNet "
+                       "checkpoint, work_dirs/dualtoken_<t|s>_in1k/epoch_300.pth>, "
+                       "prefix='backbone.')")
+        if init_cfg is not None:
+            raise BadConfigError(f'DualTokenViT got both pretrained={pretrained!r} and '
+                                 f'init_cfg={init_cfg!r}: pretrained is the deprecated form '
+                                 f'of init_cfg; keep only init_cfg')
+        if pretrained.startswith(cls.foreign_model_zoos):
+            raise BadConfigError(
+                f'DualTokenViT got pretrained={pretrained!r}, a checkpoint of another backbone '
+                f'(that model zoo holds ResNets and other CNNs, no DualToken-ViT): it cannot '
+                f'load into DualTokenViT. It comes from model.pretrained of the config, '
+                f"inherited from the framework's base config (mmseg's EncoderDecoder copies it "
+                f'into the backbone). Set model.pretrained=None in your config; to start from '
+                f'ImageNet weights give the backbone {replacement}.')
+        warnings.warn(f'DualTokenViT: pretrained={pretrained!r} is deprecated (mmdet\'s and '
+                      f"mmseg's older form); read as init_cfg=dict(type='Pretrained', "
+                      f"checkpoint={pretrained!r}, prefix='backbone.')")
+        return dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
