@@ -27,9 +27,12 @@ model = dict(
         out_indices=(0, 1, 2),  # strides 8, 16, 32
         drop_path_rate=0.1,
         conv_norm_cfg=norm_cfg,  # the BNs of the stem and the token downsampling
-        # Start from an ImageNet classification checkpoint (configs/dualtoken_s_in1k.py):
-        # init_cfg=dict(type='Pretrained', prefix='backbone.',
-        #               checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+        # fine-tune from the ImageNet checkpoint of this arch, the last of the 300 epochs that
+        # `python tools/train.py configs/dualtoken_s_in1k.py` writes (tools/train.py stops
+        # with one line while it is missing); from scratch:
+        # --cfg-options model.backbone.init_cfg=None
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
     ),
     neck=dict(in_channels=[56, 112, 224], out_channels=256, num_outs=3),
     decode_head=dict(

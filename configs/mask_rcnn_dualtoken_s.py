@@ -13,8 +13,8 @@ _base_ = [
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 model = dict(
-    # DualToken-ViT-S, strides 8, 16, 32, with a token budget for 1333x800 (its settings and
-    # how to start from an ImageNet checkpoint: ./_base_/models/dualtoken_s_det_backbone.py)
+    # DualToken-ViT-S, strides 8, 16, 32, with a token budget for 1333x800, fine-tuned from
+    # the S ImageNet checkpoint (its settings: ./_base_/models/dualtoken_s_det_backbone.py)
     backbone=dict(_delete_=True, **_base_.dualtoken_s_det_backbone),
     neck=dict(
         _delete_=True,

@@ -1,4 +1,11 @@
 # Mask R-CNN + FPN with DualToken-ViT-T; everything else as mask_rcnn_dualtoken_s.py.
 _base_ = './mask_rcnn_dualtoken_s.py'
 
-model = dict(backbone=dict(arch='tiny'), neck=dict(in_channels=[48, 96, 192]))
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        # from T's ImageNet checkpoint (`python tools/train.py configs/dualtoken_t_in1k.py`),
+        # not the S one of the base config
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='work_dirs/dualtoken_t_in1k/epoch_300.pth')),
+    neck=dict(in_channels=[48, 96, 192]))

@@ -23,6 +23,9 @@ model = dict(
         out_indices=(0, 1, 2),
         drop_path_rate=0.2,
         conv_norm_cfg=norm_cfg,  # the BNs of the stem and the token downsampling
+        # from the S ImageNet checkpoint, as in fpn_dualtoken_s_ade20k.py
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
     ),
     decode_head=dict(
         in_channels=[56, 112, 224],

@@ -15,6 +15,7 @@ from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 
+from .checkpoint import check_pretrained_checkpoint
 from .datasets.checks import check_datasets
 from .errors import (BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError,
                      RunFault)
@@ -266,6 +267,7 @@ def train_main(argv=None):
 
     splits = ['train', 'val'] if cfg.get('val_cfg') else ['train']
     check_dataset_paths(cfg, splits)
+    check_pretrained_checkpoint(cfg)
     check_datasets(cfg, splits)
     runner = build_runner(cfg)
     with distributed_timeout_as_fault(cfg):

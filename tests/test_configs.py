@@ -1,8 +1,9 @@
 """Every config builds, in its framework's scope, the model it says it builds.
 
 The expected values are literals taken from what the configs state (not the configs parsed
-again), so a config that loses its token budget, its drop path or its SyncBN, or a neck that
-no longer matches the backbone's widths, fails here.
+again), so a config that loses its token budget, its drop path or its SyncBN, a neck that no
+longer matches the backbone's widths, or a dense config that fine-tunes from the ImageNet
+checkpoint of another arch (or from none), fails here.
 """
 import glob
 import importlib
@@ -16,6 +17,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmdualtoken.launch import build_runner, revert_sync_bn_in_config, sync_bn_runs
+from mmdualtoken.models import DualTokenViT
 
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
 CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in
@@ -24,24 +26,30 @@ CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in
 
 SMALL = dict(embed_dims=[56, 112, 224], depths=[2, 6, 6], num_heads=[2, 4, 8])
 TINY = dict(embed_dims=[48, 96, 192], depths=[2, 3, 4], num_heads=[2, 4, 8])
+# the ImageNet checkpoints the dense configs fine-tune from: the last epoch that
+# `python tools/train.py configs/dualtoken_<t|s>_in1k.py` writes
+S_IN1K = 'work_dirs/dualtoken_s_in1k/epoch_300.pth'
+T_IN1K = 'work_dirs/dualtoken_t_in1k/epoch_300.pth'
 
 
+# pretrained: the checkpoint of the backbone's init_cfg, or None for the default init
 def cls(arch, token_mlp='TokenMlp', num_classes=1000):
     return dict(scope='mmpretrain', task='cls', arch=arch, token_mlp=token_mlp,
                 out_indices=(2, ), gap=True, drop_path_rate=0.1, max_global_tokens=None,
-                sync_bn=0, num_classes=num_classes)
+                sync_bn=0, num_classes=num_classes, pretrained=None)
 
 
-def det(task, arch, num_classes=80):
+def det(task, arch, pretrained, num_classes=80):
     return dict(scope='mmdet', task=task, arch=arch, token_mlp='TokenMlp',
                 out_indices=(0, 1, 2), gap=False, drop_path_rate=0.1, max_global_tokens=196,
-                sync_bn=0, num_classes=num_classes)
+                sync_bn=0, num_classes=num_classes, pretrained=pretrained)
 
 
-def seg(task, arch, drop_path_rate, sync_bn, num_classes=150):
+def seg(task, arch, drop_path_rate, sync_bn, pretrained, num_classes=150):
     return dict(scope='mmseg', task=task, arch=arch, token_mlp='TokenMlp',
                 out_indices=(0, 1, 2), gap=False, drop_path_rate=drop_path_rate,
-                max_global_tokens=None, sync_bn=sync_bn, num_classes=num_classes)
+                max_global_tokens=None, sync_bn=sync_bn, num_classes=num_classes,
+                pretrained=pretrained)
 
 
 # sync_bn: how many SyncBN norm configs the model holds (backbone conv_norm_cfg, heads)
@@ -50,21 +58,24 @@ EXPECTED = {
     'dualtoken_s-mix_in1k.py': cls(SMALL, token_mlp='MixMlp'),
     'dualtoken_t_in1k.py': cls(TINY),
     'dualtoken_t-mix_in1k.py': cls(TINY, token_mlp='MixMlp'),
-    'retinanet_dualtoken_s.py': det('retinanet', SMALL),
-    'retinanet_dualtoken_t.py': det('retinanet', TINY),
-    'mask_rcnn_dualtoken_s.py': det('mask_rcnn', SMALL),
-    'mask_rcnn_dualtoken_t.py': det('mask_rcnn', TINY),
-    'fpn_dualtoken_s_ade20k.py': seg('fpn', SMALL, 0.1, sync_bn=2),
-    'fpn_dualtoken_t_ade20k.py': seg('fpn', TINY, 0.1, sync_bn=2),
-    'upernet_dualtoken_s_ade20k.py': seg('upernet', SMALL, 0.2, sync_bn=3),
+    'retinanet_dualtoken_s.py': det('retinanet', SMALL, S_IN1K),
+    'retinanet_dualtoken_t.py': det('retinanet', TINY, T_IN1K),
+    'mask_rcnn_dualtoken_s.py': det('mask_rcnn', SMALL, S_IN1K),
+    'mask_rcnn_dualtoken_t.py': det('mask_rcnn', TINY, T_IN1K),
+    'fpn_dualtoken_s_ade20k.py': seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=S_IN1K),
+    'fpn_dualtoken_t_ade20k.py': seg('fpn', TINY, 0.1, sync_bn=2, pretrained=T_IN1K),
+    'upernet_dualtoken_s_ade20k.py': seg('upernet', SMALL, 0.2, sync_bn=3, pretrained=S_IN1K),
+    # the tiny configs train from scratch
     'tiny/dualtoken_s_in1k_tiny.py': cls(SMALL, num_classes=4),
-    'tiny/retinanet_dualtoken_s_tiny.py': det('retinanet', SMALL, num_classes=3),
-    'tiny/mask_rcnn_dualtoken_s_tiny.py': det('mask_rcnn', SMALL, num_classes=3),
-    'tiny/fpn_dualtoken_s_ade20k_tiny.py': seg('fpn', SMALL, 0.1, sync_bn=2, num_classes=5),
+    'tiny/retinanet_dualtoken_s_tiny.py': det('retinanet', SMALL, None, num_classes=3),
+    'tiny/mask_rcnn_dualtoken_s_tiny.py': det('mask_rcnn', SMALL, None, num_classes=3),
+    'tiny/fpn_dualtoken_s_ade20k_tiny.py': seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=None,
+                                               num_classes=5),
     'tiny/upernet_dualtoken_s_ade20k_tiny.py': seg('upernet', SMALL, 0.2, sync_bn=3,
-                                                   num_classes=5),
+                                                   pretrained=None, num_classes=5),
 }
 SEG_CONFIGS = [name for name, e in EXPECTED.items() if e['sync_bn']]
+PRETRAINED_CONFIGS = [name for name, e in EXPECTED.items() if e['pretrained']]
 
 
 def load(name: str) -> Config:
@@ -127,6 +138,11 @@ def test_config_builds_the_model_it_states(name):
         for block in stage.blocks:
             assert block.global_module.downsample.max_global_tokens == \
                 expected['max_global_tokens']
+    if expected['pretrained']:
+        assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
+                                         checkpoint=expected['pretrained'])
+    else:
+        assert backbone.init_cfg == DualTokenViT.default_init_cfg
 
     dims = arch['embed_dims']
     task = expected['task']
@@ -150,6 +166,25 @@ def test_config_builds_the_model_it_states(name):
         assert model.auxiliary_head.in_channels == dims[1]
         assert model.decode_head.num_classes == expected['num_classes']
         assert model.auxiliary_head.num_classes == expected['num_classes']
+
+
+@pytest.mark.parametrize('name', PRETRAINED_CONFIGS)
+def test_dense_configs_name_the_checkpoint_their_arch_pretraining_writes(name):
+    """The checkpoint is the last one the ImageNet run of the same arch saves: mmengine's
+    work_dir of that config, epoch_<max_epochs>.pth, saved at the last epoch and kept."""
+    cfg = load(name)
+    checkpoint = cfg.model.backbone.init_cfg.checkpoint
+    folder, file = osp.split(checkpoint)
+    assert osp.dirname(folder) == 'work_dirs'
+    pretraining = load(osp.basename(folder) + '.py')
+    assert pretraining.default_scope == 'mmpretrain'
+    assert pretraining.model.backbone.arch == cfg.model.backbone.arch
+    max_epochs = pretraining.train_cfg.max_epochs
+    hook = pretraining.default_hooks.checkpoint
+    # CheckpointHook saves the last epoch when the interval divides it or save_last holds
+    assert hook.get('by_epoch', True)
+    assert max_epochs % hook.interval == 0 or hook.get('save_last', True)
+    assert file == f'epoch_{max_epochs}.pth'
 
 
 @pytest.mark.parametrize('name', SEG_CONFIGS)

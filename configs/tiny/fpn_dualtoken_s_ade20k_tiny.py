@@ -17,6 +17,9 @@ auto_scale_lr = dict(base_batch_size=8)  # one process x 8 images
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
+    # from scratch (the backbone's default init), not from the ImageNet checkpoint the real
+    # config fine-tunes from: the tiny run needs no pretraining
+    backbone=dict(init_cfg=None),
     decode_head=dict(num_classes=5))
 
 max_iters = 160

@@ -27,7 +27,11 @@ test_dataloader = val_dataloader
 val_evaluator = _base_.tiny_val_evaluator
 test_evaluator = val_evaluator
 
-model = dict(roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
+model = dict(
+    # from scratch (the backbone's default init), not from the ImageNet checkpoint the real
+    # config fine-tunes from: the tiny run needs no pretraining
+    backbone=dict(init_cfg=None),
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
 
 max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)

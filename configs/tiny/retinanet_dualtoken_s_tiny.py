@@ -29,7 +29,11 @@ test_dataloader = val_dataloader
 val_evaluator = _base_.tiny_val_evaluator
 test_evaluator = val_evaluator
 
-model = dict(bbox_head=dict(num_classes=3))
+model = dict(
+    # from scratch (the backbone's default init), not from the ImageNet checkpoint the real
+    # config fine-tunes from: the tiny run needs no pretraining
+    backbone=dict(init_cfg=None),
+    bbox_head=dict(num_classes=3))
 
 # schedule: 96 images / batch 4 = 24 iterations per epoch, 8 epochs (about 6 minutes here)
 max_epochs = 8
