@@ -12,7 +12,6 @@ requirements/constraints.txt only.
 """
 import os.path as osp
 import re
-
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))

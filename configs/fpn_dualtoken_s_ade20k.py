@@ -31,8 +31,10 @@ model = dict(
         # `python tools/train.py configs/dualtoken_s_in1k.py` writes (tools/train.py stops
         # with one line while it is missing); from scratch:
         # --cfg-options model.backbone.init_cfg=None
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+        init_cfg=dict(
+            type='Pretrained',
+            prefix='backbone.',
+            checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
     ),
     neck=dict(in_channels=[56, 112, 224], out_channels=256, num_outs=3),
     decode_head=dict(
@@ -53,6 +55,4 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
     clip_grad=None)
-param_scheduler = [
-    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
-]
+param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)]

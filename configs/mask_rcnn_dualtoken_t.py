@@ -6,6 +6,8 @@ model = dict(
         arch='tiny',
         # from T's ImageNet checkpoint (`python tools/train.py configs/dualtoken_t_in1k.py`),
         # not the S one of the base config
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='work_dirs/dualtoken_t_in1k/epoch_300.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            prefix='backbone.',
+            checkpoint='work_dirs/dualtoken_t_in1k/epoch_300.pth')),
     neck=dict(in_channels=[48, 96, 192]))

@@ -18,8 +18,7 @@ model = dict(
     # the S ImageNet checkpoint (its settings: ./_base_/models/dualtoken_s_det_backbone.py)
     backbone=dict(_delete_=True, **_base_.dualtoken_s_det_backbone),
     # P3-P5 from the three stages, P6-P7 by extra convs on the last input
-    neck=dict(in_channels=[56, 112, 224], start_level=0, add_extra_convs='on_input',
-              num_outs=5))
+    neck=dict(in_channels=[56, 112, 224], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 # mmdet's COCO training pipeline, images loaded by LoadCheckedImageFromFile
 # (mmdualtoken.datasets.transforms): a missing, truncated or undecodable image stops the run

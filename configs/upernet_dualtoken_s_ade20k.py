@@ -12,7 +12,8 @@ _base_ = [
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
 
 crop_size = (512, 512)
-norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN where it cannot run: see fpn_dualtoken_s_ade20k.py
+norm_cfg = dict(
+    type='SyncBN', requires_grad=True)  # BN where it cannot run: see fpn_dualtoken_s_ade20k.py
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
@@ -24,14 +25,13 @@ model = dict(
         drop_path_rate=0.2,
         conv_norm_cfg=norm_cfg,  # the BNs of the stem and the token downsampling
         # from the S ImageNet checkpoint, as in fpn_dualtoken_s_ade20k.py
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+        init_cfg=dict(
+            type='Pretrained',
+            prefix='backbone.',
+            checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
     ),
     decode_head=dict(
-        in_channels=[56, 112, 224],
-        in_index=[0, 1, 2],
-        num_classes=150,
-        norm_cfg=norm_cfg),
+        in_channels=[56, 112, 224], in_index=[0, 1, 2], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(
         in_channels=112,  # the stride-16 stage
         in_index=1,

@@ -68,15 +68,18 @@ def check_arch(weights: dict, arch, **backbone_kwargs) -> None:
             'or a custom dict).')
 
 
-def to_backbone_checkpoint(checkpoint: dict, arch, use_ema: bool = False,
-                           meta: Optional[dict] = None, **backbone_kwargs) -> dict:
+def to_backbone_checkpoint(checkpoint: dict,
+                           arch,
+                           use_ema: bool = False,
+                           meta: Optional[dict] = None,
+                           **backbone_kwargs) -> dict:
     """Convert to ``{'meta': ..., 'state_dict': {'backbone.<key>': tensor}}`` after checking
     that the weights are those of ``DualTokenViT(arch)``."""
     weights = extract_backbone_weights(checkpoint, use_ema=use_ema)
     check_arch(weights, arch, **backbone_kwargs)
     state_dict = OrderedDict((BACKBONE_PREFIX + k, v) for k, v in weights.items())
-    return dict(meta=dict(meta or {}, converted_by='mmdualtoken', arch=str(arch)),
-                state_dict=state_dict)
+    return dict(
+        meta=dict(meta or {}, converted_by='mmdualtoken', arch=str(arch)), state_dict=state_dict)
 
 
 # the ImageNet config that pretrains each named arch (configs/<name>.py); its run writes

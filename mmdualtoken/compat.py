@@ -18,8 +18,10 @@ torch.serialization.add_safe_globals  nothing to allow-list: torch.load has no
 """
 import torch
 
-__all__ = ['is_compiling', 'is_exporting', 'is_tracing', 'cpu_autocast_enabled',
-           'has_safe_globals', 'add_safe_globals']
+__all__ = [
+    'is_compiling', 'is_exporting', 'is_tracing', 'cpu_autocast_enabled', 'has_safe_globals',
+    'add_safe_globals'
+]
 
 
 # ---------------------------------------------------------------- compilation and export

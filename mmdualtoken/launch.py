@@ -14,12 +14,9 @@ import torch
 from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
-
 from .checkpoint import check_pretrained_checkpoint
 from .datasets.checks import check_datasets
-from .errors import (BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError,
-                     RunFault)
-
+from .errors import BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError, RunFault
 
 FRAMEWORKS = {
     'mmpretrain': 'ImageNet classification',
@@ -38,16 +35,26 @@ def framework_of(cfg: Config) -> str:
 
 
 def add_common_args(parser: argparse.ArgumentParser):
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: ./work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_iters=20')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher (pytorch for torchrun)')
-    parser.add_argument('--dist-timeout', type=float, metavar='SECONDS',
-                        help='distributed runs: how long a rank waits in a collective for '
-                        'the others before it fails with an error (env_cfg.dist_cfg.timeout; '
-                        "torch's default: 1800)")
+    parser.add_argument(
+        '--work-dir', help='where logs and checkpoints go '
+        '(default: ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=20')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher (pytorch for torchrun)')
+    parser.add_argument(
+        '--dist-timeout',
+        type=float,
+        metavar='SECONDS',
+        help='distributed runs: how long a rank waits in a collective for '
+        'the others before it fails with an error (env_cfg.dist_cfg.timeout; '
+        "torch's default: 1800)")
     # torchrun passes --local-rank (older launchers --local_rank)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -147,8 +154,9 @@ def build_runner(cfg: Config):
         reverted = revert_sync_bn_in_config(cfg.model)
         if reverted:
             where = 'a single process' if cfg.get('launcher', 'none') == 'none' else 'CPU (gloo)'
-            print_log(f'SyncBN -> BN in {reverted} norm config(s): SyncBN cannot run in {where}.',
-                      logger='current')
+            print_log(
+                f'SyncBN -> BN in {reverted} norm config(s): SyncBN cannot run in {where}.',
+                logger='current')
     prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
@@ -210,8 +218,10 @@ def enable_compile(cfg: Config, flag: bool) -> Optional[dict]:
     kwargs.setdefault('dynamic', False)
     cfg.setdefault('custom_hooks', []).append(dict(type='CompileBackboneHook', **kwargs))
     arguments = ', '.join(f'{k}={v!r}' for k, v in kwargs.items())
-    print_log(f'compile: the backbone, by CompileBackboneHook({arguments}) (not mmengine\'s '
-              'compile of the whole train_step)', logger='current')
+    print_log(
+        f'compile: the backbone, by CompileBackboneHook({arguments}) (not mmengine\'s '
+        'compile of the whole train_step)',
+        logger='current')
     return kwargs
 
 
@@ -219,20 +229,30 @@ def parse_train_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a DualToken-ViT model '
                                      '(mmpretrain, mmdet or mmseg config)')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CHECKPOINT, or without a value from the latest '
-                        'checkpoint in the work dir')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from CHECKPOINT, or without a value from the latest '
+        'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the backbone (dynamic=False unless the config\'s '
-                        'compile dict says otherwise); the first iterations compile')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual total batch size / '
-                        'auto_scale_lr.base_batch_size')
-    parser.add_argument('--release-cpu-memory', action='store_true',
-                        help="training on the CPU: keep glibc malloc's defaults, which give "
-                        'freed memory back to the system between steps (slower: '
-                        'docs/benchmark.md); by default it is kept for reuse')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the backbone (dynamic=False unless the config\'s '
+        'compile dict says otherwise); the first iterations compile')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the lr by the actual total batch size / '
+        'auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--release-cpu-memory',
+        action='store_true',
+        help="training on the CPU: keep glibc malloc's defaults, which give "
+        'freed memory back to the system between steps (slower: '
+        'docs/benchmark.md); by default it is kept for reuse')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -293,8 +313,7 @@ def check_resume_pointer(work_dir: str) -> None:
         return
     found = sorted(name for name in os.listdir(work_dir) if name.endswith('.pth'))
     choice = (f'resume from one of them explicitly (--resume {osp.join(work_dir, found[-1])}) '
-              f'or delete {pointer} to start over' if found else
-              f'delete {pointer} to start over')
+              f'or delete {pointer} to start over' if found else f'delete {pointer} to start over')
     raise MissingFileError(
         f'--resume: {pointer} names {named or "nothing"!r}, which does not exist; '
         f'checkpoints in {work_dir}: {", ".join(found) or "none"}; {choice}')
@@ -304,13 +323,17 @@ def parse_test_args(argv=None):
     parser = argparse.ArgumentParser(description='Test a DualToken-ViT model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--show-dir', help='write pictures of the predictions into this '
-                        'folder (mmseg: under its vis_data/vis_image)')
-    parser.add_argument('--fuse-for-cpu', action='store_true',
-                        help='CPU only: convert the backbone with mmdualtoken.deploy.fuse_for_cpu '
-                        'after the checkpoint is loaded (BatchNorm folded into its conv, '
-                        'activations fused into the kernels before them; same metric, faster '
-                        'fp32 inference); refused when the model runs on a GPU')
+    parser.add_argument(
+        '--show-dir',
+        help='write pictures of the predictions into this '
+        'folder (mmseg: under its vis_data/vis_image)')
+    parser.add_argument(
+        '--fuse-for-cpu',
+        action='store_true',
+        help='CPU only: convert the backbone with mmdualtoken.deploy.fuse_for_cpu '
+        'after the checkpoint is loaded (BatchNorm folded into its conv, '
+        'activations fused into the kernels before them; same metric, faster '
+        'fp32 inference); refused when the model runs on a GPU')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -364,16 +387,17 @@ def _is_timeout(error: BaseException) -> bool:
     # RuntimeError ("[.../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting
     # 10000ms for recv operation to complete" on torch 2.14); not any RuntimeError that
     # says "timeout" (a DataLoader's, for one)
-    dist_errors = tuple(getattr(torch.distributed, name) for name in
-                        ('DistBackendError', 'DistError') if hasattr(torch.distributed, name))
+    dist_errors = tuple(
+        getattr(torch.distributed, name) for name in ('DistBackendError', 'DistError')
+        if hasattr(torch.distributed, name))
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         message = str(error).lower()
         timed_out = 'timed out' in message or 'timeout' in message
-        if timed_out and (isinstance(error, dist_errors) or (
-                isinstance(error, RuntimeError)
-                and any(word in message for word in ('gloo', 'nccl', 'collective')))):
+        if timed_out and (isinstance(error, dist_errors) or
+                          (isinstance(error, RuntimeError)
+                           and any(word in message for word in ('gloo', 'nccl', 'collective')))):
             return True
         error = error.__cause__ or error.__context__
     return False

@@ -55,8 +55,9 @@ def _numpy_globals() -> list:
     entries = [np.ndarray, np.dtype]
     # a dtype's state is restored on an instance of its class (numpy.dtypes.Float64DType, ...)
     numeric = np.typecodes['AllInteger'] + np.typecodes['AllFloat'] + '?'
-    entries += sorted({type(np.dtype(code)) for code in numeric} - {np.dtype},
-                      key=lambda cls: cls.__name__)
+    entries += sorted(
+        {type(np.dtype(code))
+         for code in numeric} - {np.dtype}, key=lambda cls: cls.__name__)
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         entries += [(multiarray._reconstruct, f'{module}._reconstruct'),
                     (multiarray.scalar, f'{module}.scalar')]
@@ -138,8 +139,8 @@ def allow_list_fallback_available() -> bool:
 def load_with_allow_list(path, map_location='cpu'):
     """torch.load through :class:`AllowListUnpickler` (the fallback of
     :func:`load_checkpoint_safely`; tested on every torch)."""
-    return torch.load(path, map_location=map_location, pickle_module=_AllowListPickleModule,
-                      weights_only=False)
+    return torch.load(
+        path, map_location=map_location, pickle_module=_AllowListPickleModule, weights_only=False)
 
 
 def load_checkpoint_safely(path, map_location='cpu'):

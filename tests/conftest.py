@@ -38,8 +38,8 @@ def fault_report(request):
     def report(section: str, fault: str, happened: str, lost: str = 'nothing') -> None:
         if section not in tool.SECTIONS:
             raise ValueError(f'unknown section {section!r}; known: {list(tool.SECTIONS)}')
-        record = dict(section=section, fault=fault, happened=happened, lost=lost,
-                      test=request.node.nodeid)
+        record = dict(
+            section=section, fault=fault, happened=happened, lost=lost, test=request.node.nodeid)
         records_file = os.environ.get(tool.RECORDS_ENV)
         if records_file:
             with open(records_file, 'a') as f:

@@ -67,8 +67,7 @@ class PoisonLossHook(Hook):
     """
     priority = 'VERY_HIGH'
 
-    def __init__(self, iteration: int, term: str, value: float = float('nan'),
-                 rank: int = None):
+    def __init__(self, iteration: int, term: str, value: float = float('nan'), rank: int = None):
         self.iteration = iteration
         self.term = term
         self.value = value
@@ -77,6 +76,7 @@ class PoisonLossHook(Hook):
         self._before = None
 
     def before_train(self, runner) -> None:
+
         def poison(module, args, kwargs, output):
             if not self._active or kwargs.get('mode') != 'loss':
                 return output
@@ -92,8 +92,10 @@ class PoisonLossHook(Hook):
 
     def _state(self, runner):
         params = {k: v.detach().clone() for k, v in _loss_model(runner).named_parameters()}
-        optim = [v.clone() for state in runner.optim_wrapper.optimizer.state.values()
-                 for v in state.values() if isinstance(v, torch.Tensor)]
+        optim = [
+            v.clone() for state in runner.optim_wrapper.optimizer.state.values()
+            for v in state.values() if isinstance(v, torch.Tensor)
+        ]
         return params, optim
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
@@ -111,8 +113,8 @@ class PoisonLossHook(Hook):
         record = dict(
             iteration=self.iteration,
             params_unchanged=all(torch.equal(params[k], before_params[k]) for k in params),
-            optimizer_state_unchanged=len(optim) == len(before_optim) and all(
-                torch.equal(a, b) for a, b in zip(optim, before_optim)),
+            optimizer_state_unchanged=len(optim) == len(before_optim)
+            and all(torch.equal(a, b) for a, b in zip(optim, before_optim)),
             params_finite=all(bool(torch.isfinite(p).all()) for p in params.values()))
         with open(osp.join(runner.work_dir, 'nonfinite_iteration.json'), 'w') as f:
             json.dump(record, f)

@@ -14,17 +14,24 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def tool_env(env: dict = None) -> dict:
     """The environment the tools run in here: one thread, no warnings, plus ``env``."""
-    return dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
-                PYTHONWARNINGS='ignore', **(env or {}))
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+        PYTHONWARNINGS='ignore',
+        **(env or {}))
 
 
-def run_tool(tool: str, *args: str, cwd: str, timeout: int = 600,
-             env: dict = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_tool(tool: str,
+             *args: str,
+             cwd: str,
+             timeout: int = 600,
+             env: dict = None,
+             check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python tools/<tool> args`` in ``cwd`` (where data/tiny lives); fail loudly
     (``check=False``: return whatever it did, for a run expected to fail)."""
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=tool_env(env))
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=tool_env(env))
     if check and proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
@@ -96,8 +103,8 @@ def free_port() -> int:
 def run_process_tree(cmd, cwd, env, timeout=900) -> subprocess.CompletedProcess:
     """Run ``cmd`` (a list, e.g. a tools/dist_*.sh line); on a timeout (a rank waiting for
     another in a collective) end it and every process below it, then fail with the output."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

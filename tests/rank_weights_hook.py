@@ -20,10 +20,12 @@ class SaveRankWeightsHook(Hook):
         # find_unused_parameters=False: DDP raises if a parameter gets no gradient
         wrapper = runner.model
         with open(osp.join(runner.work_dir, f'rank{get_rank()}_ddp.json'), 'w') as f:
-            json.dump(dict(wrapper=type(wrapper).__name__,
-                           find_unused_parameters=getattr(wrapper, 'find_unused_parameters',
-                                                          None)), f)
+            json.dump(
+                dict(
+                    wrapper=type(wrapper).__name__,
+                    find_unused_parameters=getattr(wrapper, 'find_unused_parameters', None)), f)
 
     def after_train(self, runner):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        torch.save(dict(model.named_parameters()), osp.join(runner.work_dir, f'rank{get_rank()}.pth'))
+        torch.save(
+            dict(model.named_parameters()), osp.join(runner.work_dir, f'rank{get_rank()}.pth'))

@@ -17,8 +17,12 @@ from mmdualtoken.utils.ablations import TABLES, ablation_configs
 
 S = dict(embed_dims=[56, 112, 224], token_mlp='TokenMlp')
 S_MIX = dict(S, token_mlp='MixMlp')
-DEFAULTS = dict(grid_size=(7, 7), local_branch='ConvEncoder', global_module='GlobalTokenModule',
-                fusion='weighted_sum', one_step=False)
+DEFAULTS = dict(
+    grid_size=(7, 7),
+    local_branch='ConvEncoder',
+    global_module='GlobalTokenModule',
+    fusion='weighted_sum',
+    one_step=False)
 EXPECTED = {
     'dualtoken_s_baseline_in1k': dict(S),
     'dualtoken_s-mix_baseline_in1k': dict(S_MIX),
@@ -45,8 +49,9 @@ ROWS = {
 
 
 def test_tables_name_exactly_the_configs_on_disk():
-    on_disk = sorted(osp.basename(p)[:-3] for p in
-                     glob.glob(osp.join(REPO_ROOT, 'configs', 'ablations', '*.py')))
+    on_disk = sorted(
+        osp.basename(p)[:-3]
+        for p in glob.glob(osp.join(REPO_ROOT, 'configs', 'ablations', '*.py')))
     assert sorted(ablation_configs()) == on_disk == sorted(EXPECTED)
     assert {t.number: list(t.rows) for t in TABLES} == ROWS
     assert [t.model for t in TABLES] == ['S', 'S', 'S', 'S', 'S (mix)']

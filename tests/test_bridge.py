@@ -15,17 +15,19 @@ def classifier_checkpoint(tmp_path_factory):
     model = get_model(config('dualtoken_t_in1k.py'))
     path = tmp_path_factory.mktemp('bridge') / 'cls.pth'
     torch.save(dict(meta=dict(epoch=300), state_dict=model.state_dict()), path)
-    backbone = {k[len('backbone.'):]: v for k, v in model.state_dict().items()
-                if k.startswith('backbone.')}
+    backbone = {
+        k[len('backbone.'):]: v
+        for k, v in model.state_dict().items() if k.startswith('backbone.')
+    }
     return str(path), backbone
 
 
 def _build_with_pretrained(name, checkpoint, scope):
     import importlib
+
     from mmengine.registry import DefaultScope
     cfg = Config.fromfile(config(name))
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint,
-                                       prefix='backbone.')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(cfg.model)
@@ -61,9 +63,15 @@ def test_converter_layouts_and_idempotence(classifier_checkpoint, layout):
     elif layout == 'ddp':
         source = dict(state_dict={'module.' + k: v for k, v in full.items()})
     else:
-        source = dict(state_dict={k: torch.zeros_like(v) for k, v in full.items()},
-                      ema_state_dict=dict({'module.' + k: v for k, v in full.items()},
-                                          steps=torch.tensor(10)))
+        source = dict(
+            state_dict={
+                k: torch.zeros_like(v)
+                for k, v in full.items()
+            },
+            ema_state_dict=dict({
+                'module.' + k: v
+                for k, v in full.items()
+            }, steps=torch.tensor(10)))
     converted = to_backbone_checkpoint(source, 'tiny', use_ema=layout == 'ema')
     assert set(converted['state_dict']) == {'backbone.' + k for k in expected}
     again = to_backbone_checkpoint(converted, 'tiny')
@@ -76,16 +84,23 @@ def test_converter_layouts_and_idempotence(classifier_checkpoint, layout):
 def test_converter_refuses_another_arch(classifier_checkpoint):
     path, _ = classifier_checkpoint
     checkpoint = torch.load(path, weights_only=True)
-    with pytest.raises(ValueError, match=r"not a DualTokenViT arch='small' backbone: .*"
-                       r"missing .*of another shape"):
+    with pytest.raises(
+            ValueError,
+            match=r"not a DualTokenViT arch='small' backbone: .*"
+            r"missing .*of another shape"):
         to_backbone_checkpoint(checkpoint, 'small')
 
 
 def test_converter_cli(classifier_checkpoint, tmp_path):
     path, expected = classifier_checkpoint
     dst = tmp_path / 'backbone.pth'
-    proc = run_tool('model_converters/to_backbone_checkpoint.py', path, str(dst),
-                    '--arch', 'tiny', cwd=str(tmp_path))
+    proc = run_tool(
+        'model_converters/to_backbone_checkpoint.py',
+        path,
+        str(dst),
+        '--arch',
+        'tiny',
+        cwd=str(tmp_path))
     assert f'{len(expected)} backbone tensors' in proc.stdout
     weights = extract_backbone_weights(torch.load(dst, weights_only=True))
     assert set(weights) == set(expected)

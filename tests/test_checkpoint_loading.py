@@ -17,7 +17,6 @@ from mmdualtoken.safe_loading import (AllowListUnpickler, load_checkpoint_safely
 LOADERS = [load_checkpoint_safely, load_with_allow_list]
 
 
-
 def mmengine_checkpoint(path):
     """A checkpoint as mmengine's Runner writes it: meta with numpy scalars, weights, an
     optimizer state, the message hub's HistoryBuffers."""
@@ -26,12 +25,14 @@ def mmengine_checkpoint(path):
         hub.update_scalar('train/loss', 1.0 / (i + 1))
     hub.update_info('best_score', np.float64(0.5))
     weights = {'backbone.w': torch.arange(6.).view(2, 3), 'backbone.b': torch.ones(3)}
-    torch.save(dict(meta=dict(epoch=1, iter=3, seed=np.int64(7), mmengine_version='0.10.7'),
-                    state_dict=weights,
-                    optimizer=dict(state={0: dict(step=torch.tensor(3.),
-                                                  exp_avg=torch.zeros(2, 3))},
-                                   param_groups=[dict(lr=1e-3, params=[0])]),
-                    message_hub=hub.state_dict()), path)
+    torch.save(
+        dict(
+            meta=dict(epoch=1, iter=3, seed=np.int64(7), mmengine_version='0.10.7'),
+            state_dict=weights,
+            optimizer=dict(
+                state={0: dict(step=torch.tensor(3.), exp_avg=torch.zeros(2, 3))},
+                param_groups=[dict(lr=1e-3, params=[0])]),
+            message_hub=hub.state_dict()), path)
     return weights
 
 
@@ -51,8 +52,9 @@ def test_an_mmengine_checkpoint_loads(tmp_path, load):
 @pytest.mark.parametrize('load', LOADERS, ids=lambda f: f.__name__)
 def test_a_foreign_class_is_refused_without_running_it(tmp_path, load):
     marker = tmp_path / 'marker'
-    torch.save(dict(state_dict=dict(w=torch.ones(1)), payload=RunsWhenUnpickled(str(marker))),
-               tmp_path / 'evil.pth')
+    torch.save(
+        dict(state_dict=dict(w=torch.ones(1)), payload=RunsWhenUnpickled(str(marker))),
+        tmp_path / 'evil.pth')
     with pytest.raises(pickle.UnpicklingError, match=r'RunsWhenUnpickled'):
         load(tmp_path / 'evil.pth')
     assert not marker.exists()
@@ -60,7 +62,9 @@ def test_a_foreign_class_is_refused_without_running_it(tmp_path, load):
 
 @pytest.mark.parametrize('load', LOADERS, ids=lambda f: f.__name__)
 def test_getattr_reaches_only_history_buffer_statistics(tmp_path, load):
+
     class ReachesInit:
+
         def __reduce__(self):
             return (getattr, (HistoryBuffer, '__init__'))
 
@@ -70,8 +74,9 @@ def test_getattr_reaches_only_history_buffer_statistics(tmp_path, load):
 
 
 def test_the_fallback_names_the_refused_global():
-    with pytest.raises(pickle.UnpicklingError,
-                       match=r'Unsupported global: GLOBAL os\.system is not in the allow-list'):
+    with pytest.raises(
+            pickle.UnpicklingError,
+            match=r'Unsupported global: GLOBAL os\.system is not in the allow-list'):
         AllowListUnpickler(__import__('io').BytesIO(b'')).find_class('os', 'system')
 
 
@@ -94,15 +99,21 @@ def test_checkpoint_tools_read_a_full_mmengine_checkpoint(tmp_path):
     """The ONNX exporter's --checkpoint and the converter take a Runner's checkpoint as it is
     (message hub included), on this torch and, in the matrix, on torch 2.1."""
     from helpers import load_tool
+
     from mmdualtoken.models import DualTokenViT
     torch.manual_seed(0)
     trained = DualTokenViT(arch='tiny')
     path = tmp_path / 'epoch_12.pth'
     hub = MessageHub.get_instance('checkpoint_tools_test')
     hub.update_scalar('train/loss', 0.25)
-    torch.save(dict(meta=dict(epoch=12, seed=np.int64(1)), message_hub=hub.state_dict(),
-                    state_dict={f'backbone.{k}': v for k, v in trained.state_dict().items()}),
-               path)
+    torch.save(
+        dict(
+            meta=dict(epoch=12, seed=np.int64(1)),
+            message_hub=hub.state_dict(),
+            state_dict={
+                f'backbone.{k}': v
+                for k, v in trained.state_dict().items()
+            }), path)
     exporter = load_tool('deployment/export_onnx.py')
     model = DualTokenViT(arch='tiny')
     exporter.load_backbone_weights(model, 'tiny', str(path))

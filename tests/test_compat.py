@@ -33,6 +33,7 @@ def test_is_exporting_falls_back_to_is_compiling():
     seen = []
 
     class Probe(torch.nn.Module):
+
         def forward(self, x):
             seen.append((compat.is_compiling(), compat.is_exporting(), compat.is_tracing()))
             return x * 2
@@ -73,6 +74,7 @@ def test_cpu_autocast_readers_see_autocast():
 
 
 def test_cpu_autocast_falls_back_without_the_device_argument():
+
     def without_device(*args):  # torch 2.1's signature
         if args:
             raise TypeError('is_autocast_enabled() takes 0 positional arguments')

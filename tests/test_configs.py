@@ -20,9 +20,9 @@ from mmdualtoken.launch import build_runner, revert_sync_bn_in_config, sync_bn_r
 from mmdualtoken.models import DualTokenViT
 
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
-CONFIGS = sorted(osp.relpath(p, CONFIG_DIR) for p in
-                 glob.glob(osp.join(CONFIG_DIR, '*.py')) +
-                 glob.glob(osp.join(CONFIG_DIR, 'tiny', '*.py')))
+CONFIGS = sorted(
+    osp.relpath(p, CONFIG_DIR) for p in glob.glob(osp.join(CONFIG_DIR, '*.py')) +
+    glob.glob(osp.join(CONFIG_DIR, 'tiny', '*.py')))
 
 SMALL = dict(embed_dims=[56, 112, 224], depths=[2, 6, 6], num_heads=[2, 4, 8])
 TINY = dict(embed_dims=[48, 96, 192], depths=[2, 3, 4], num_heads=[2, 4, 8])
@@ -34,45 +34,85 @@ T_IN1K = 'work_dirs/dualtoken_t_in1k/epoch_300.pth'
 
 # pretrained: the checkpoint of the backbone's init_cfg, or None for the default init
 def cls(arch, token_mlp='TokenMlp', num_classes=1000):
-    return dict(scope='mmpretrain', task='cls', arch=arch, token_mlp=token_mlp,
-                out_indices=(2, ), gap=True, drop_path_rate=0.1, max_global_tokens=None,
-                sync_bn=0, num_classes=num_classes, pretrained=None)
+    return dict(
+        scope='mmpretrain',
+        task='cls',
+        arch=arch,
+        token_mlp=token_mlp,
+        out_indices=(2, ),
+        gap=True,
+        drop_path_rate=0.1,
+        max_global_tokens=None,
+        sync_bn=0,
+        num_classes=num_classes,
+        pretrained=None)
 
 
 def det(task, arch, pretrained, num_classes=80):
-    return dict(scope='mmdet', task=task, arch=arch, token_mlp='TokenMlp',
-                out_indices=(0, 1, 2), gap=False, drop_path_rate=0.1, max_global_tokens=196,
-                sync_bn=0, num_classes=num_classes, pretrained=pretrained)
+    return dict(
+        scope='mmdet',
+        task=task,
+        arch=arch,
+        token_mlp='TokenMlp',
+        out_indices=(0, 1, 2),
+        gap=False,
+        drop_path_rate=0.1,
+        max_global_tokens=196,
+        sync_bn=0,
+        num_classes=num_classes,
+        pretrained=pretrained)
 
 
 def seg(task, arch, drop_path_rate, sync_bn, pretrained, num_classes=150):
-    return dict(scope='mmseg', task=task, arch=arch, token_mlp='TokenMlp',
-                out_indices=(0, 1, 2), gap=False, drop_path_rate=drop_path_rate,
-                max_global_tokens=None, sync_bn=sync_bn, num_classes=num_classes,
-                pretrained=pretrained)
+    return dict(
+        scope='mmseg',
+        task=task,
+        arch=arch,
+        token_mlp='TokenMlp',
+        out_indices=(0, 1, 2),
+        gap=False,
+        drop_path_rate=drop_path_rate,
+        max_global_tokens=None,
+        sync_bn=sync_bn,
+        num_classes=num_classes,
+        pretrained=pretrained)
 
 
 # sync_bn: how many SyncBN norm configs the model holds (backbone conv_norm_cfg, heads)
 EXPECTED = {
-    'dualtoken_s_in1k.py': cls(SMALL),
-    'dualtoken_s-mix_in1k.py': cls(SMALL, token_mlp='MixMlp'),
-    'dualtoken_t_in1k.py': cls(TINY),
-    'dualtoken_t-mix_in1k.py': cls(TINY, token_mlp='MixMlp'),
-    'retinanet_dualtoken_s.py': det('retinanet', SMALL, S_IN1K),
-    'retinanet_dualtoken_t.py': det('retinanet', TINY, T_IN1K),
-    'mask_rcnn_dualtoken_s.py': det('mask_rcnn', SMALL, S_IN1K),
-    'mask_rcnn_dualtoken_t.py': det('mask_rcnn', TINY, T_IN1K),
-    'fpn_dualtoken_s_ade20k.py': seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=S_IN1K),
-    'fpn_dualtoken_t_ade20k.py': seg('fpn', TINY, 0.1, sync_bn=2, pretrained=T_IN1K),
-    'upernet_dualtoken_s_ade20k.py': seg('upernet', SMALL, 0.2, sync_bn=3, pretrained=S_IN1K),
+    'dualtoken_s_in1k.py':
+    cls(SMALL),
+    'dualtoken_s-mix_in1k.py':
+    cls(SMALL, token_mlp='MixMlp'),
+    'dualtoken_t_in1k.py':
+    cls(TINY),
+    'dualtoken_t-mix_in1k.py':
+    cls(TINY, token_mlp='MixMlp'),
+    'retinanet_dualtoken_s.py':
+    det('retinanet', SMALL, S_IN1K),
+    'retinanet_dualtoken_t.py':
+    det('retinanet', TINY, T_IN1K),
+    'mask_rcnn_dualtoken_s.py':
+    det('mask_rcnn', SMALL, S_IN1K),
+    'mask_rcnn_dualtoken_t.py':
+    det('mask_rcnn', TINY, T_IN1K),
+    'fpn_dualtoken_s_ade20k.py':
+    seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=S_IN1K),
+    'fpn_dualtoken_t_ade20k.py':
+    seg('fpn', TINY, 0.1, sync_bn=2, pretrained=T_IN1K),
+    'upernet_dualtoken_s_ade20k.py':
+    seg('upernet', SMALL, 0.2, sync_bn=3, pretrained=S_IN1K),
     # the tiny configs train from scratch
-    'tiny/dualtoken_s_in1k_tiny.py': cls(SMALL, num_classes=4),
-    'tiny/retinanet_dualtoken_s_tiny.py': det('retinanet', SMALL, None, num_classes=3),
-    'tiny/mask_rcnn_dualtoken_s_tiny.py': det('mask_rcnn', SMALL, None, num_classes=3),
-    'tiny/fpn_dualtoken_s_ade20k_tiny.py': seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=None,
-                                               num_classes=5),
-    'tiny/upernet_dualtoken_s_ade20k_tiny.py': seg('upernet', SMALL, 0.2, sync_bn=3,
-                                                   pretrained=None, num_classes=5),
+    'tiny/dualtoken_s_in1k_tiny.py':
+    cls(SMALL, num_classes=4),
+    'tiny/retinanet_dualtoken_s_tiny.py':
+    det('retinanet', SMALL, None, num_classes=3),
+    'tiny/mask_rcnn_dualtoken_s_tiny.py':
+    det('mask_rcnn', SMALL, None, num_classes=3),
+    'tiny/fpn_dualtoken_s_ade20k_tiny.py':
+    seg('fpn', SMALL, 0.1, sync_bn=2, pretrained=None, num_classes=5),
+    'tiny/upernet_dualtoken_s_ade20k_tiny.py':
+    seg('upernet', SMALL, 0.2, sync_bn=3, pretrained=None, num_classes=5),
 }
 SEG_CONFIGS = [name for name, e in EXPECTED.items() if e['sync_bn']]
 PRETRAINED_CONFIGS = [name for name, e in EXPECTED.items() if e['pretrained']]
@@ -139,8 +179,8 @@ def test_config_builds_the_model_it_states(name):
             assert block.global_module.downsample.max_global_tokens == \
                 expected['max_global_tokens']
     if expected['pretrained']:
-        assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                                         checkpoint=expected['pretrained'])
+        assert backbone.init_cfg == dict(
+            type='Pretrained', prefix='backbone.', checkpoint=expected['pretrained'])
     else:
         assert backbone.init_cfg == DualTokenViT.default_init_cfg
 
@@ -222,8 +262,8 @@ def test_sync_bn_runs_only_distributed_with_cuda(monkeypatch):
 
 @pytest.mark.parametrize('launcher, cuda, kept', [('none', False, False), ('none', True, False),
                                                   ('pytorch', True, True)])
-def test_build_runner_reverts_sync_bn_where_it_cannot_run(monkeypatch, tmp_path, launcher,
-                                                          cuda, kept):
+def test_build_runner_reverts_sync_bn_where_it_cannot_run(monkeypatch, tmp_path, launcher, cuda,
+                                                          kept):
     """tools/train.py and test.py build through build_runner: the Runner gets BN unless
     SyncBN can run (several processes with CUDA)."""
     from mmengine.runner import Runner

@@ -30,7 +30,10 @@ BLOCK_FRAMEWORKS = textwrap.dedent(f'''
 
 def run_python(code: str) -> dict:
     proc = subprocess.run([sys.executable, '-c', BLOCK_FRAMEWORKS + textwrap.dedent(code)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -76,8 +79,9 @@ def test_each_framework_finds_the_registered_classes(framework):
     """Registered once in mmengine's root registry, found from every framework's scope."""
     import importlib
 
-    import mmdualtoken  # noqa: F401
     from mmengine.registry import DefaultScope
+
+    import mmdualtoken  # noqa: F401
     registry = importlib.import_module(f'{framework}.registry').MODELS
     from mmdualtoken.models import DualTokenViT, TransposedConvFPN
     with DefaultScope.overwrite_default_scope(framework):
@@ -145,8 +149,13 @@ def import_graph() -> dict:
     tool_files = {os.path.relpath(p, REPO_ROOT): p for p in _python_files('tools')}
     scripts = {os.path.basename(p)[:-len('.py')]: p for p in tool_files}
     modules = set(package_files)
-    return {name: _imports(path, name, modules, scripts)
-            for name, path in {**package_files, **tool_files}.items()}
+    return {
+        name: _imports(path, name, modules, scripts)
+        for name, path in {
+            **package_files,
+            **tool_files
+        }.items()
+    }
 
 
 def find_cycle(graph: dict):

@@ -17,8 +17,11 @@ LINTERS = {
 
 @pytest.mark.parametrize('linter', sorted(LINTERS))
 def test_no_findings(linter):
-    proc = subprocess.run([sys.executable, '-m', *LINTERS[linter]], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, '-m', *LINTERS[linter]],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
     findings = (proc.stdout + proc.stderr).strip()
     assert proc.returncode == 0 and not findings, (
         f'{linter} has findings (fix them, or run `make lint` to see them):\n{findings[-6000:]}')

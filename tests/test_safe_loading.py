@@ -33,9 +33,13 @@ def mmengine_checkpoint(weights: dict, prefix: str = 'backbone.') -> dict:
     hub = MessageHub.get_instance('safe_loading_checkpoint')
     hub.update_scalar('train/loss', 0.5)
     hub.update_info('best_score', np.float64(0.5))
-    return dict(meta=dict(epoch=1, iter=3, seed=np.int64(0)),
-                state_dict={prefix + k: v for k, v in weights.items()},
-                message_hub=hub.state_dict())
+    return dict(
+        meta=dict(epoch=1, iter=3, seed=np.int64(0)),
+        state_dict={
+            prefix + k: v
+            for k, v in weights.items()
+        },
+        message_hub=hub.state_dict())
 
 
 @pytest.fixture(scope='module')
@@ -56,8 +60,10 @@ def test_load_pretrained_refuses_a_foreign_class(tmp_path, tiny_backbone_state):
     torch.save(dict(checkpoint, payload=CreatesMarker(str(marker))), evil)
 
     model = DualTokenViT(arch='tiny')
-    with pytest.raises(RuntimeError, match=r'Refusing to load the pretrained checkpoint '
-                                           r'\S*evil\.pth: .*GLOBAL \S*CreatesMarker'):
+    with pytest.raises(
+            RuntimeError,
+            match=r'Refusing to load the pretrained checkpoint '
+            r'\S*evil\.pth: .*GLOBAL \S*CreatesMarker'):
         model.load_pretrained(str(evil), 'backbone.')
     assert not marker.exists(), 'the foreign class was unpickled'
     assert not torch.equal(model.global_tokens, tiny_backbone_state['global_tokens'])
@@ -74,6 +80,7 @@ def test_converter_tool_refuses_a_foreign_class(tmp_path, tiny_backbone_state):
     import os.path as osp
     import subprocess
     import sys
+
     from helpers import REPO_ROOT, run_tool
     marker = tmp_path / 'marker'
     checkpoint = mmengine_checkpoint(tiny_backbone_state)
@@ -82,18 +89,32 @@ def test_converter_tool_refuses_a_foreign_class(tmp_path, tiny_backbone_state):
     torch.save(dict(checkpoint, payload=CreatesMarker(str(marker))), evil)
     tool = osp.join(REPO_ROOT, 'tools', 'model_converters', 'to_backbone_checkpoint.py')
     # the class is importable in the tool's process: an unsafe load would run it
-    env = dict(os.environ, PYTHONPATH=osp.dirname(osp.abspath(__file__)),
-               PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, tool, str(evil), str(tmp_path / 'out_evil.pth'),
-                           '--arch', 'tiny'], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=osp.dirname(osp.abspath(__file__)),
+        PYTHONWARNINGS='ignore',
+        OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, tool,
+         str(evil),
+         str(tmp_path / 'out_evil.pth'), '--arch', 'tiny'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode != 0, proc.stdout
     assert 'CreatesMarker' in proc.stderr or 'Unsupported global' in proc.stderr, proc.stderr
     assert not marker.exists(), 'the foreign class was unpickled'
     assert not (tmp_path / 'out_evil.pth').exists()
 
-    run_tool('model_converters/to_backbone_checkpoint.py', str(legit),
-             str(tmp_path / 'out.pth'), '--arch', 'tiny', cwd=str(tmp_path))
+    run_tool(
+        'model_converters/to_backbone_checkpoint.py',
+        str(legit),
+        str(tmp_path / 'out.pth'),
+        '--arch',
+        'tiny',
+        cwd=str(tmp_path))
     converted = torch.load(tmp_path / 'out.pth', weights_only=True)['state_dict']
     assert converted.keys() == {'backbone.' + k for k in tiny_backbone_state}
     for key, value in tiny_backbone_state.items():
@@ -105,9 +126,10 @@ def test_mmengine_message_hub_checkpoint_loads(tmp_path):
     for i in range(3):
         hub.update_scalar('train/loss', 1.0 / (i + 1))
     hub.update_info('best_score', np.float64(0.5))
-    ckpt = dict(meta=dict(epoch=1, iter=3, seed=np.int64(0)),
-                state_dict=dict(w=torch.ones(2)),
-                message_hub=hub.state_dict())
+    ckpt = dict(
+        meta=dict(epoch=1, iter=3, seed=np.int64(0)),
+        state_dict=dict(w=torch.ones(2)),
+        message_hub=hub.state_dict())
     path = tmp_path / 'ckpt.pth'
     torch.save(ckpt, path)
     loaded = torch.load(path, map_location='cpu', weights_only=True)
@@ -127,10 +149,12 @@ def test_foreign_class_is_refused(tmp_path):
 
 
 def test_arbitrary_callable_is_refused(tmp_path):
+
     class RunsCode:
+
         def __reduce__(self):
             import os
-            return (os.system, ('echo should-not-run',))
+            return (os.system, ('echo should-not-run', ))
 
     path = tmp_path / 'code.pth'
     torch.save(dict(x=RunsCode()), path)
@@ -140,7 +164,9 @@ def test_arbitrary_callable_is_refused(tmp_path):
 
 def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     """The name 'getattr' in a checkpoint cannot reach anything but HistoryBuffer.mean & co."""
+
     class ReachesModuleGlobals:
+
         def __reduce__(self):
             return (getattr, (HistoryBuffer, '__init__'))
 

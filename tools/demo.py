@@ -22,13 +22,17 @@ CONFIG = osp.join(REPO_ROOT, 'configs', 'tiny', 'retinanet_dualtoken_s_tiny.py')
 
 
 def read_scalars(work_dir: str) -> list:
-    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d))
-                  and osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
+    runs = sorted(
+        d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d))
+        and osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
     with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def draw_detections(config: str, checkpoint: str, image_path: str, out_file: str,
+def draw_detections(config: str,
+                    checkpoint: str,
+                    image_path: str,
+                    out_file: str,
                     score_thr: float = 0.5) -> int:
     import mmcv
     from mmdet.apis import inference_detector, init_detector
@@ -38,8 +42,13 @@ def draw_detections(config: str, checkpoint: str, image_path: str, out_file: str
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='demo_visualizer'))
     visualizer.dataset_meta = model.dataset_meta
     image = mmcv.imconvert(mmcv.imread(image_path), 'bgr', 'rgb')
-    visualizer.add_datasample('detections', image, data_sample=result, draw_gt=False,
-                              pred_score_thr=score_thr, out_file=out_file)
+    visualizer.add_datasample(
+        'detections',
+        image,
+        data_sample=result,
+        draw_gt=False,
+        pred_score_thr=score_thr,
+        out_file=out_file)
     return int((result.pred_instances.scores >= score_thr).sum())
 
 
@@ -47,8 +56,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/tiny')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        help='more overrides of the tiny config, key=value')
+    parser.add_argument(
+        '--cfg-options', nargs='+', default=[], help='more overrides of the tiny config, key=value')
     args = parser.parse_args(argv)
     start = time.time()
 
@@ -61,16 +70,16 @@ def main(argv=None):
     print(f'[demo] training {osp.relpath(CONFIG)} (progress below, about 1 line per 6 '
           'iterations)')
     from mmdualtoken.launch import train_main
-    train_main([CONFIG, '--work-dir', args.work_dir, '--cfg-options',
-                f'train_dataloader.dataset.data_root={coco}/',
-                f'val_dataloader.dataset.data_root={coco}/',
-                f'val_evaluator.ann_file={coco}/annotations/instances_val2017.json',
-                *args.cfg_options])
+    train_main([
+        CONFIG, '--work-dir', args.work_dir, '--cfg-options',
+        f'train_dataloader.dataset.data_root={coco}/', f'val_dataloader.dataset.data_root={coco}/',
+        f'val_evaluator.ann_file={coco}/annotations/instances_val2017.json', *args.cfg_options
+    ])
     logged = read_scalars(args.work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     metrics = [r for r in logged if 'coco/bbox_mAP' in r][-1]
-    checkpoint = osp.join(args.work_dir, sorted(
-        f for f in os.listdir(args.work_dir) if f.endswith('.pth'))[-1])
+    checkpoint = osp.join(args.work_dir,
+                          sorted(f for f in os.listdir(args.work_dir) if f.endswith('.pth'))[-1])
 
     with open(osp.join(coco, 'annotations', 'instances_val2017.json')) as f:
         first_val = json.load(f)['images'][0]['file_name']

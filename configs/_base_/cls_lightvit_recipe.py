@@ -37,10 +37,8 @@ model = dict(
         dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
         dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
     ],
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.2),
-        dict(type='CutMix', alpha=1.0)
-    ]))
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.2),
+                             dict(type='CutMix', alpha=1.0)]))
 
 # mmpretrain's Swin training pipeline, images loaded by LoadCheckedImageFromFile
 # (mmdualtoken.datasets.transforms): a missing, truncated or undecodable image stops the run
@@ -52,11 +50,22 @@ train_pipeline = [
     dict(type='LoadCheckedImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
-         magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02,
-         max_area_ratio=1 / 3, fill_color=bgr_mean, fill_std=bgr_std),
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+    dict(
+        type='RandomErasing',
+        erase_prob=0.25,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=bgr_mean,
+        fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
 # x 8 processes = 1024
@@ -66,5 +75,4 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(
     optimizer=dict(weight_decay=0.04),
-    paramwise_cfg=dict(
-        custom_keys={'backbone.global_tokens': dict(decay_mult=0.0)}))
+    paramwise_cfg=dict(custom_keys={'backbone.global_tokens': dict(decay_mult=0.0)}))

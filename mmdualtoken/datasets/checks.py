@@ -52,8 +52,8 @@ class Findings:
             shown = ', '.join(items[:EXAMPLES])
             more = f' and {len(items) - EXAMPLES} more' if len(items) > EXAMPLES else ''
             parts.append(f'{kind} ({len(items)}): {shown}{more}')
-        return (f'Bad data in {self.where} ({self.source}): ' + '; '.join(parts)
-                + '. Fix or remove these entries.')
+        return (f'Bad data in {self.where} ({self.source}): ' + '; '.join(parts) +
+                '. Fix or remove these entries.')
 
     def raise_if_any(self) -> None:
         if self:
@@ -78,8 +78,7 @@ def _is_local(dataset) -> bool:
     """Whether the dataset's files are on this machine (remote backends are not looked at)."""
     backend_args = getattr(dataset, 'backend_args', None) or {}
     roots = [str(getattr(dataset, 'data_root', None) or ''), str(dataset.ann_file or '')]
-    return backend_args.get('backend', 'local') == 'local' and not any('://' in r
-                                                                       for r in roots)
+    return backend_args.get('backend', 'local') == 'local' and not any('://' in r for r in roots)
 
 
 def _is_number(value) -> bool:
@@ -96,8 +95,8 @@ def _coco_image_problem(image) -> Optional[str]:
         return f"id {image['id']!r} is not an integer"
     if not isinstance(image['file_name'], str):
         return f"file_name {image['file_name']!r} is not a string"
-    if not (_is_number(image['width']) and _is_number(image['height'])
-            and image['width'] > 0 and image['height'] > 0):
+    if not (_is_number(image['width']) and _is_number(image['height']) and image['width'] > 0
+            and image['height'] > 0):
         return f"width x height {image['width']!r} x {image['height']!r} is not positive"
     return None
 
@@ -130,9 +129,8 @@ def check_coco(dataset, findings: Findings) -> None:
     except ValueError as e:
         raise BadDataError(f'Bad data in {findings.where}: {dataset.ann_file} is not valid '
                            f'JSON ({e}).') from None
-    if not (isinstance(data, dict) and isinstance(data.get('images'), list)
-            and isinstance(data.get('categories'), list)
-            and isinstance(data.get('annotations', []), list)):
+    if not (isinstance(data, dict) and isinstance(data.get('images'), list) and isinstance(
+            data.get('categories'), list) and isinstance(data.get('annotations', []), list)):
         raise BadDataError(f'Bad data in {findings.where}: {dataset.ann_file} is not a COCO '
                            'annotation file (an object with the lists "images", "categories" '
                            'and "annotations").')
@@ -188,9 +186,11 @@ def check_coco(dataset, findings: Findings) -> None:
     empty = [f for image_id, f in files.items() if image_id not in annotated]
     if empty and not dataset.test_mode and filter_cfg.get('filter_empty_gt', False):
         shown = ', '.join(empty[:EXAMPLES]) + (' ...' if len(empty) > EXAMPLES else '')
-        print_log(f'{findings.where}: skipping {len(empty)} of {len(files)} images of '
-                  f'{dataset.ann_file} that have no annotations of the classes '
-                  f'(filter_empty_gt=True, mmdet\'s convention): {shown}', logger='current')
+        print_log(
+            f'{findings.where}: skipping {len(empty)} of {len(files)} images of '
+            f'{dataset.ann_file} that have no annotations of the classes '
+            f'(filter_empty_gt=True, mmdet\'s convention): {shown}',
+            logger='current')
 
 
 def check_segmentation(dataset, findings: Findings) -> None:
@@ -225,8 +225,9 @@ def check_classification(dataset, findings: Findings) -> None:
                 continue
             filename, label = parts[0], int(parts[1])
             if classes is not None and not 0 <= label < len(classes):
-                findings.add(f'labels out of range for {len(classes)} classes '
-                             f'(0..{len(classes) - 1})', entry)
+                findings.add(
+                    f'labels out of range for {len(classes)} classes '
+                    f'(0..{len(classes) - 1})', entry)
                 continue
         else:
             filename = line.strip()
@@ -265,8 +266,8 @@ def check_datasets(cfg: Config, splits) -> None:
     registry = importlib.import_module(f'{scope}.registry').DATASETS
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
-        for where, dataset_cfg in _leaf_datasets(loader and loader.get('dataset'),
-                                                 f'{split}_dataloader.dataset'):
+        for where, dataset_cfg in _leaf_datasets(
+                loader and loader.get('dataset'), f'{split}_dataloader.dataset'):
             with DefaultScope.overwrite_default_scope(scope):
                 dataset = registry.build(dict(dataset_cfg, lazy_init=True, pipeline=[]))
             if not isinstance(dataset, base):

@@ -61,8 +61,13 @@ def _polygon_area(points: list) -> float:
     return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
 
 
-def make_detection_split(root: str, split: str, num_images: int, seed: int,
-                         size=(320, 256), max_objects: int = 3, show_progress=False) -> str:
+def make_detection_split(root: str,
+                         split: str,
+                         num_images: int,
+                         seed: int,
+                         size=(320, 256),
+                         max_objects: int = 3,
+                         show_progress=False) -> str:
     """Write ``root/{split}2017/*.jpg`` and ``root/annotations/instances_{split}2017.json``."""
     width, height = size
     rng = np.random.default_rng(seed)
@@ -88,11 +93,18 @@ def make_detection_split(root: str, split: str, num_images: int, seed: int,
             draw.polygon(polygon, fill=_jitter(rng, DET_COLOURS[label]))
             xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
             x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
-            annotations.append(dict(
-                id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
-                bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                area=round(_polygon_area(polygon), 2), iscrowd=0,
-                segmentation=[[round(v, 2) for p in polygon for v in p]]))
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=label + 1,
+                    bbox=[round(x0, 2),
+                          round(y0, 2),
+                          round(x1 - x0, 2),
+                          round(y1 - y0, 2)],
+                    area=round(_polygon_area(polygon), 2),
+                    iscrowd=0,
+                    segmentation=[[round(v, 2) for p in polygon for v in p]]))
         file_name = f'{image_id:06d}.jpg'
         img.save(osp.join(image_dir, file_name), quality=95)
         images.append(dict(id=image_id, file_name=file_name, width=width, height=height))
@@ -103,8 +115,12 @@ def make_detection_split(root: str, split: str, num_images: int, seed: int,
     return ann_file
 
 
-def make_segmentation_split(root: str, split: str, num_images: int, seed: int,
-                            size=(160, 128), show_progress=False):
+def make_segmentation_split(root: str,
+                            split: str,
+                            num_images: int,
+                            seed: int,
+                            size=(160, 128),
+                            show_progress=False):
     """Write ``root/images/{split}/*.jpg`` and ``root/annotations/{split}/*.png``.
 
     Label values: 0 = other (ignored under reduce_zero_label), k + 1 = SEG_CLASSES[k].
@@ -116,8 +132,13 @@ def make_segmentation_split(root: str, split: str, num_images: int, seed: int,
     label_dir = osp.join(root, 'annotations', folder)
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(label_dir, exist_ok=True)
-    colours = {'wall': (180, 170, 150), 'building': (110, 110, 120), 'sky': (120, 170, 235),
-               'floor': (120, 85, 50), 'tree': (40, 120, 40)}
+    colours = {
+        'wall': (180, 170, 150),
+        'building': (110, 110, 120),
+        'sky': (120, 170, 235),
+        'floor': (120, 85, 50),
+        'tree': (40, 120, 40)
+    }
     for index in _progress(range(num_images), f'segmentation {split}', show_progress):
         label = np.zeros((height, width), np.uint8)
         horizon = int(rng.uniform(0.35, 0.6) * height)
@@ -134,7 +155,7 @@ def make_segmentation_split(root: str, split: str, num_images: int, seed: int,
         for _ in range(int(rng.integers(0, 3))):  # round tree crowns
             cx, cy = rng.uniform(0, width), rng.uniform(0.2, 0.7) * height
             r = rng.uniform(0.08, 0.16) * height
-            label[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = SEG_CLASSES.index('tree') + 1
+            label[(xx - cx)**2 + (yy - cy)**2 < r * r] = SEG_CLASSES.index('tree') + 1
         label[rng.random((height, width)) < 0.002] = 0  # a few "other" pixels
         pixels = np.zeros((height, width, 3), np.float64)
         for k, name in enumerate(SEG_CLASSES):
@@ -173,14 +194,18 @@ def _draw_class_image(rng: np.random.Generator, label: int, size: int) -> Image.
     return img
 
 
-def make_classification_split(root: str, split: str, per_class: int, seed: int,
-                              size: int = 96, show_progress=False) -> str:
+def make_classification_split(root: str,
+                              split: str,
+                              per_class: int,
+                              seed: int,
+                              size: int = 96,
+                              show_progress=False) -> str:
     """Write ``root/{split}/<class>/*.JPEG`` and ``root/meta/{split}.txt`` (path label)."""
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
     lines = []
-    for index in _progress(range(per_class * len(CLS_CLASSES)), f'classification {split}',
-                           show_progress):
+    for index in _progress(
+            range(per_class * len(CLS_CLASSES)), f'classification {split}', show_progress):
         label = index % len(CLS_CLASSES)
         folder = osp.join(root, split, CLS_CLASSES[label])
         os.makedirs(folder, exist_ok=True)
@@ -202,8 +227,11 @@ TASKS = {
 TASK_DIRS = {'coco': 'coco', 'ade': 'ade/ADEChallengeData2016', 'imagenet': 'imagenet'}
 
 
-def make_tiny_datasets(root: str = 'data/tiny', tasks: Iterable[str] = tuple(TASKS),
-                       seed: int = 0, scale: float = 1.0, show_progress: bool = False,
+def make_tiny_datasets(root: str = 'data/tiny',
+                       tasks: Iterable[str] = tuple(TASKS),
+                       seed: int = 0,
+                       scale: float = 1.0,
+                       show_progress: bool = False,
                        log: Optional[Callable[[str], None]] = None) -> dict:
     """Write the tiny datasets under ``root/{coco,ade/ADEChallengeData2016,imagenet}``.
 

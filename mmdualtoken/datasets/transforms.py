@@ -77,8 +77,8 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
 
     def _fail(self, filename: str, problem: str) -> None:
         if self.ignore_empty:
-            print_log(f'Skipped the image {filename}: {problem}', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                f'Skipped the image {filename}: {problem}', logger='current', level=logging.WARNING)
             return None
         raise BadDataError(f'Bad image {filename}: {problem}')
 
@@ -87,14 +87,15 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
         if self.file_client_args is not None:
             get = fileio.FileClient.infer_client(self.file_client_args, filename).get
         else:
+
             def get(name):
                 return fileio.get(name, backend_args=self.backend_args)
+
         img_bytes, problem = read_checked(get, filename)
         if problem:
             return self._fail(filename, problem)
         try:
-            img = mmcv.imfrombytes(img_bytes, flag=self.color_type,
-                                   backend=self.imdecode_backend)
+            img = mmcv.imfrombytes(img_bytes, flag=self.color_type, backend=self.imdecode_backend)
         except Exception as e:  # each decoding backend raises its own
             return self._fail(filename, f'it cannot be decoded ({e})')
         if img is None:

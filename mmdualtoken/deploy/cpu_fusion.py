@@ -115,8 +115,7 @@ class FusedLinear(_PackedWeight, nn.Linear):
         if x.numel() < MIN_ROWS * x.shape[-1] or not _runs_onednn(x, self.weight):
             return self.act(F.linear(x, self.weight, self.bias))
         attr, algorithm = self.post_op
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed(), self.bias, attr, [],
-                                                  algorithm)
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed(), self.bias, attr, [], algorithm)
 
 
 class FoldedConv(_PackedWeight, nn.Module):
@@ -127,9 +126,17 @@ class FoldedConv(_PackedWeight, nn.Module):
         super().__init__()
         with torch.no_grad():
             weight, bias = fold_batch_norm(conv.weight, conv.bias, bn)
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                              conv.stride, conv.padding, conv.dilation, conv.groups, True,
-                              device=weight.device, dtype=weight.dtype)
+        self.conv = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            True,
+            device=weight.device,
+            dtype=weight.dtype)
         self.conv.weight.data.copy_(weight)
         self.conv.bias.data.copy_(bias)
         self.act = act if act is not None else nn.Identity()
@@ -138,18 +145,18 @@ class FoldedConv(_PackedWeight, nn.Module):
 
     def pack_weight(self) -> torch.Tensor:
         c = self.conv
-        return torch._C._nn.mkldnn_reorder_conv2d_weight(
-            c.weight.detach().to_mkldnn(), list(c.padding), list(c.stride), list(c.dilation),
-            c.groups, None)
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(c.weight.detach().to_mkldnn(),
+                                                         list(c.padding), list(c.stride),
+                                                         list(c.dilation), c.groups, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _runs_onednn(x, self.conv.weight):
             return self.act(self.conv(x))
         c = self.conv
         attr, algorithm = self.post_op
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._packed(), c.bias, list(c.padding), list(c.stride), list(c.dilation),
-            c.groups, attr, [], algorithm)
+        return torch.ops.mkldnn._convolution_pointwise(x, self._packed(), c.bias, list(c.padding),
+                                                       list(c.stride), list(c.dilation), c.groups,
+                                                       attr, [], algorithm)
 
 
 def fold_batch_norm(weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -188,19 +195,19 @@ def fuse_for_cpu(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         pairs = LINEAR_ACTIVATION_PAIRS.get(type(module), ())
         # an activation shared by several Linears moves into all of them, or stays
-        if pairs and all(type(getattr(module, linear)) is nn.Linear
-                         and _post_op(getattr(module, act)) is not None
-                         for linear, act in pairs):
+        if pairs and all(
+                type(getattr(module, linear)) is nn.Linear
+                and _post_op(getattr(module, act)) is not None for linear, act in pairs):
             for linear, act in pairs:
-                setattr(module, linear, FusedLinear(getattr(module, linear),
-                                                    getattr(module, act)))
+                setattr(module, linear, FusedLinear(getattr(module, linear), getattr(module, act)))
             for _, act in pairs:
                 setattr(module, act, nn.Identity())
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
                 setattr(module, name, FusedLinear(child))
             elif isinstance(child, ConvModule) and _foldable(child):
-                setattr(module, name, FoldedConv(
-                    child.conv, child.norm if child.with_norm else None,
-                    child.activate if child.with_activation else None))
+                setattr(
+                    module, name,
+                    FoldedConv(child.conv, child.norm if child.with_norm else None,
+                               child.activate if child.with_activation else None))
     return model

@@ -128,8 +128,9 @@ def ort_session(path: str, threads: int = 2, optimize: bool = True, **extra):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     for key, value in SESSION_CONFIG.items():
         options.add_session_config_entry(key, value)
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
@@ -152,5 +153,5 @@ def latency_ms(run: Callable[[], object], runs: int, warmup: int = 5) -> dict:
         run()
         times.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(times)
-    return dict(median=median, min=min(times), max=max(times),
-                spread=(max(times) - min(times)) / median)
+    return dict(
+        median=median, min=min(times), max=max(times), spread=(max(times) - min(times)) / median)

@@ -114,8 +114,11 @@ class AtomicCheckpointHook(CheckpointHook):
         folders = {runner.work_dir}
         if isinstance(self.file_backend, LocalBackend):
             folders.add(self.out_dir)
-        stale = sorted({p for folder in folders
-                        for p in glob.glob(osp.join(glob.escape(folder), f'*{TMP_MARK}*'))})
+        stale = sorted({
+            p
+            for folder in folders
+            for p in glob.glob(osp.join(glob.escape(folder), f'*{TMP_MARK}*'))
+        })
         for path in stale:
             os.remove(path)
         if stale:
@@ -129,8 +132,7 @@ class AtomicCheckpointHook(CheckpointHook):
         # the outdated checkpoint is removed only after the new one and the pointer are in
         # place
         outdated = None
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
-                                            and self.keep_ckpt_ids[-1] == step):
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 outdated = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)

@@ -42,7 +42,7 @@ class FuseForCPUHook(Hook):
                 '(CUDA_VISIBLE_DEVICES= python tools/test.py ...)')
         model.eval()  # the test loop would set it next; fuse_for_cpu needs it now
         fuse_for_cpu(backbone)
-        converted = sum(type(m).__module__.startswith('mmdualtoken.deploy')
-                        for m in backbone.modules())
+        converted = sum(
+            type(m).__module__.startswith('mmdualtoken.deploy') for m in backbone.modules())
         runner.logger.info(f'fuse_for_cpu: {converted} modules of the backbone converted for '
                            'CPU inference')

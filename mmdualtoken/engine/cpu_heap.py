@@ -51,9 +51,10 @@ def keep_freed_cpu_memory(logger: str = 'current') -> bool:
     from mmengine.logging import print_log
     mallopt = glibc_mallopt()
     if mallopt is None:
-        print_log(f'CPU memory: the C library is not glibc ({platform.system()}, '
-                  f'{platform.libc_ver()[0] or "unknown"}): malloc keeps its defaults.',
-                  logger=logger)
+        print_log(
+            f'CPU memory: the C library is not glibc ({platform.system()}, '
+            f'{platform.libc_ver()[0] or "unknown"}): malloc keeps its defaults.',
+            logger=logger)
         return False
     # mallopt returns 1 on success, 0 on error; a refusal leaves the defaults in place
     refused = None
@@ -63,10 +64,13 @@ def keep_freed_cpu_memory(logger: str = 'current') -> bool:
         refused = 'M_TRIM_THRESHOLD, -1'
         mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
     if refused:
-        print_log(f'CPU memory: glibc refused mallopt({refused}): malloc keeps its defaults.',
-                  logger=logger)
+        print_log(
+            f'CPU memory: glibc refused mallopt({refused}): malloc keeps its defaults.',
+            logger=logger)
         return False
-    print_log('CPU memory: freed memory stays in the heap for the next iteration (glibc malloc, '
-              'no mmap, no trimming): faster steps, the process stays at its peak memory; '
-              '--release-cpu-memory turns this off.', logger=logger)
+    print_log(
+        'CPU memory: freed memory stays in the heap for the next iteration (glibc malloc, '
+        'no mmap, no trimming): faster steps, the process stays at its peak memory; '
+        '--release-cpu-memory turns this off.',
+        logger=logger)
     return True

@@ -40,9 +40,10 @@ def _value(v) -> float:
 
 def nonfinite_tensors(state_dict: dict) -> list:
     """Names of the floating-point tensors of ``state_dict`` holding NaN or Inf."""
-    return [name for name, t in state_dict.items()
-            if isinstance(t, torch.Tensor) and t.is_floating_point()
-            and not bool(torch.isfinite(t).all())]
+    return [
+        name for name, t in state_dict.items() if isinstance(t, torch.Tensor)
+        and t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
 
 
 @HOOKS.register_module()
@@ -87,8 +88,10 @@ class FiniteLossHook(Hook):
         self._handles = []
 
     def _skip_nonfinite(self, optimizer, args, kwargs) -> None:
-        grads = [p.grad for group in optimizer.param_groups for p in group['params']
-                 if p.grad is not None]
+        grads = [
+            p.grad for group in optimizer.param_groups for p in group['params']
+            if p.grad is not None
+        ]
         if not grads:
             return None
         finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
@@ -99,7 +102,10 @@ class FiniteLossHook(Hook):
             self._step_skipped = True
         return None
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         step_skipped, self._step_skipped = self._step_skipped, False
         # a handful of scalars (mmengine's logger reads each of them with .item() as well)
@@ -112,8 +118,8 @@ class FiniteLossHook(Hook):
         if isinstance(runner.train_loop, EpochBasedTrainLoop):
             where += f' (epoch {runner.epoch + 1})'
         described = ', '.join(f'{k}={v:.4g}' for k, v in terms.items())
-        what = (f'non-finite loss ({described})' if not finite else
-                f'non-finite gradients with a finite loss ({described})')
+        what = (f'non-finite loss ({described})'
+                if not finite else f'non-finite gradients with a finite loss ({described})')
         if self.on_nonfinite == 'stop':
             raise TrainingDivergedError(
                 f'Training diverged at {where}: {what}. Stopped before any checkpoint held '

@@ -63,8 +63,11 @@ def capture_random_states() -> dict:
     python = random.getstate()
     return dict(
         python=[python[0], list(python[1]), python[2]],
-        numpy=dict(version=version, key=torch.from_numpy(key.astype(np.int64)),
-                   position=int(position), gauss_next=float(gauss) if has_gauss else None),
+        numpy=dict(
+            version=version,
+            key=torch.from_numpy(key.astype(np.int64)),
+            position=int(position),
+            gauss_next=float(gauss) if has_gauss else None),
         torch=torch.get_rng_state(),
         cuda=torch.cuda.get_rng_state() if _cuda_in_use() else None)
 
@@ -75,8 +78,9 @@ def restore_random_states(states: dict) -> None:
     random.setstate((python[0], tuple(python[1]), python[2]))
     n = states['numpy']
     key = n['key'].numpy().astype(np.uint32) if isinstance(n['key'], torch.Tensor) else n['key']
-    np.random.set_state((n['version'], key, n['position'], 1 if n['gauss_next'] is not None
-                         else 0, n['gauss_next'] or 0.0))
+    np.random.set_state(
+        (n['version'], key, n['position'], 1 if n['gauss_next'] is not None else 0, n['gauss_next']
+         or 0.0))
     torch.set_rng_state(states['torch'])
     if states.get('cuda') is not None and _cuda_in_use():
         torch.cuda.set_rng_state(states['cuda'])
@@ -87,10 +91,12 @@ def checkpoint_due(runner, by_epoch: bool) -> bool:
     for hook in runner.hooks:
         if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
             if by_epoch:
-                return bool(hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
-                    hook.save_last and hook.is_last_train_epoch(runner)))
-            return bool(hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
-                hook.save_last and hook.is_last_train_iter(runner)))
+                return bool(
+                    hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+                    or (hook.save_last and hook.is_last_train_epoch(runner)))
+            return bool(
+                hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                or (hook.save_last and hook.is_last_train_iter(runner)))
     return False
 
 
@@ -187,15 +193,14 @@ class RandomStateHook(Hook):
 
         def restore(skipped: int = 0) -> None:
             restore_random_states(states)
-            runner.logger.info(message + (f', after the {skipped} batches the loop skips.'
-                                          if skipped else '.'))
+            runner.logger.info(
+                message + (f', after the {skipped} batches the loop skips.' if skipped else '.'))
 
         loop = getattr(runner, 'train_loop', None)
         if (isinstance(loop, IterBasedTrainLoop) and type(loop).run is IterBasedTrainLoop.run
                 and loop.iter > 0):
             # mmengine's run() fetches and discards `iter` batches after this hook: restore
             # after them (a loop with its own run() gets them now, as epoch-based loops)
-            loop.dataloader_iterator = RestoreAfterSkip(loop, loop.iter,
-                                                        lambda: restore(loop.iter))
+            loop.dataloader_iterator = RestoreAfterSkip(loop, loop.iter, lambda: restore(loop.iter))
         else:
             restore()

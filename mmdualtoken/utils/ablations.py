@@ -60,32 +60,41 @@ S_MIX = 'dualtoken_s-mix_baseline_in1k'
 PAPER_TOP1 = {S: 79.4}  # the paper's DualToken-ViT-S, its main result at 224
 
 TABLES = (
-    AblationTable(5, 'MLPs', 'S', (('MLP', S), ('MixMLP', S_MIX)), (
-        AblationPair(S, S_MIX, paper_top1=0.1, paper_note='"a little" more FLOPs and params'),
-    )),
-    AblationTable(6, 'Global tokens', 'S', (
-        ('position-aware (weighted sum)', S),
-        ('normal (MHSA-fused, Fig. 3(c))', 'dualtoken_s_normal-tokens_in1k'),
-        ('none (our extra row)', 'dualtoken_s_no-tokens_in1k')), (
-        AblationPair(S, 'dualtoken_s_normal-tokens_in1k', paper_params=-1.1, paper_macs=0.06,
-                     paper_note='position-aware performs best'),
-        AblationPair(S, 'dualtoken_s_no-tokens_in1k'),
-    )),
-    AblationTable(7, 'Number of global tokens', 'S', (
-        ('5x5', 'dualtoken_s_grid5_in1k'), ('7x7', S), ('9x9', 'dualtoken_s_grid9_in1k')), (
-        AblationPair(S, 'dualtoken_s_grid5_in1k', paper_note='7x7 performs best'),
-        AblationPair(S, 'dualtoken_s_grid9_in1k', paper_note='7x7 performs best'),
-    )),
-    AblationTable(8, 'Local attention', 'S', (
-        ('Conv Encoder', S), ('window self-attention', 'dualtoken_s_window_in1k')), (
-        AblationPair(S, 'dualtoken_s_window_in1k', paper_top1=0.8,
-                     paper_note='FLOPs and params "do not increase very much"'),
-    )),
-    AblationTable(9, 'Downsampling', 'S (mix)', (
-        ('step-wise', S_MIX), ('one-step', 'dualtoken_s-mix_one-step_in1k')), (
-        AblationPair(S_MIX, 'dualtoken_s-mix_one-step_in1k', paper_params=0.1,
-                     paper_macs=0.03, paper_top1=0.2),
-    )),
+    AblationTable(5, 'MLPs', 'S', (('MLP', S), ('MixMLP', S_MIX)), (AblationPair(
+        S, S_MIX, paper_top1=0.1, paper_note='"a little" more FLOPs and params'), )),
+    AblationTable(6, 'Global tokens', 'S',
+                  (('position-aware (weighted sum)', S),
+                   ('normal (MHSA-fused, Fig. 3(c))', 'dualtoken_s_normal-tokens_in1k'),
+                   ('none (our extra row)', 'dualtoken_s_no-tokens_in1k')), (
+                       AblationPair(
+                           S,
+                           'dualtoken_s_normal-tokens_in1k',
+                           paper_params=-1.1,
+                           paper_macs=0.06,
+                           paper_note='position-aware performs best'),
+                       AblationPair(S, 'dualtoken_s_no-tokens_in1k'),
+                   )),
+    AblationTable(7, 'Number of global tokens', 'S', (('5x5', 'dualtoken_s_grid5_in1k'), ('7x7', S),
+                                                      ('9x9', 'dualtoken_s_grid9_in1k')),
+                  (
+                      AblationPair(S, 'dualtoken_s_grid5_in1k', paper_note='7x7 performs best'),
+                      AblationPair(S, 'dualtoken_s_grid9_in1k', paper_note='7x7 performs best'),
+                  )),
+    AblationTable(8, 'Local attention', 'S',
+                  (('Conv Encoder', S), ('window self-attention', 'dualtoken_s_window_in1k')),
+                  (AblationPair(
+                      S,
+                      'dualtoken_s_window_in1k',
+                      paper_top1=0.8,
+                      paper_note='FLOPs and params "do not increase very much"'), )),
+    AblationTable(9, 'Downsampling', 'S (mix)',
+                  (('step-wise', S_MIX), ('one-step', 'dualtoken_s-mix_one-step_in1k')),
+                  (AblationPair(
+                      S_MIX,
+                      'dualtoken_s-mix_one-step_in1k',
+                      paper_params=0.1,
+                      paper_macs=0.03,
+                      paper_top1=0.2), )),
 )
 
 
@@ -130,15 +139,20 @@ def ablation_switches(backbone: dict) -> dict:
     from ..models import DualTokenViT
     kwargs = {k: v for k, v in backbone.items() if k != 'type'}
     model = DualTokenViT(**kwargs)
-    defaults = {name: p.default
-                for name, p in inspect.signature(DualTokenViT.__init__).parameters.items()}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(DualTokenViT.__init__).parameters.items()
+    }
 
     def given(name):
         return kwargs.get(name, defaults[name])
 
     arch = model.arch_settings
     return dict(
-        arch={k: list(v) for k, v in arch.items() if k != 'token_mlp'},
+        arch={
+            k: list(v)
+            for k, v in arch.items() if k != 'token_mlp'
+        },
         token_mlp=given('token_mlp') or arch.get('token_mlp', 'mlp'),
         grid_size=model.grid_size,
         local_branch=given('local_branch'),

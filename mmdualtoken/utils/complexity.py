@@ -21,9 +21,10 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop
 aten = torch.ops.aten
 # the CPU kernel of scaled_dot_product_attention: its own op since torch 2.2; torch 2.1 runs
 # the flash op on CPU (counted with the same formula)
-_SDPA_CPU_OPS = [getattr(aten, name) for name in (
-    '_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention')
-    if hasattr(aten, name)]
+_SDPA_CPU_OPS = [
+    getattr(aten, name) for name in ('_scaled_dot_product_flash_attention_for_cpu',
+                                     '_scaled_dot_product_flash_attention') if hasattr(aten, name)
+]
 
 
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:

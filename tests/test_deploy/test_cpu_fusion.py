@@ -19,8 +19,8 @@ from mmdualtoken.models.layers import BiDimAttention, Mlp
 
 ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
 FP32 = dict(atol=1e-5, rtol=1e-4)  # two fp32 GEMM libraries summing in different orders
-needs_onednn = pytest.mark.skipif(not cpu_fusion.ONEDNN_PRESENT,
-                                  reason='this torch build has no oneDNN fused kernels')
+needs_onednn = pytest.mark.skipif(
+    not cpu_fusion.ONEDNN_PRESENT, reason='this torch build has no oneDNN fused kernels')
 
 
 def randomised(model: nn.Module) -> nn.Module:
@@ -41,8 +41,10 @@ def plain_and_fused(**kwargs) -> tuple:
     return plain, fuse_for_cpu(copy.deepcopy(plain))
 
 
-@pytest.mark.parametrize('variant', [dict(arch=ARCH), dict(arch='small'),
-                                     dict(arch='tiny-mix', max_global_tokens=20)])
+@pytest.mark.parametrize(
+    'variant', [dict(arch=ARCH),
+                dict(arch='small'),
+                dict(arch='tiny-mix', max_global_tokens=20)])
 @pytest.mark.parametrize('size', [(224, 224), (75, 131)])
 def test_fused_model_matches_the_plain_one_on_the_same_weights(variant, size):
     plain, fused = plain_and_fused(**variant)
@@ -73,8 +75,8 @@ def test_conversion_replaces_the_modules_and_keeps_the_parameters():
     fused_linear = sum(p.numel() for m in fused.modules() if isinstance(m, FusedLinear)
                        for p in m.parameters())
     assert plain_linear == fused_linear
-    assert sum(isinstance(m, FoldedConv) for m in fused.modules()) == sum(
-        isinstance(m, ConvModule) for m in plain.modules())
+    assert sum(isinstance(m, FoldedConv)
+               for m in fused.modules()) == sum(isinstance(m, ConvModule) for m in plain.modules())
 
 
 def test_conversion_is_idempotent_and_refuses_training_mode():
@@ -145,8 +147,10 @@ def test_packed_weights_follow_load_state_dict_and_stay_out_of_copies():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         before = fused(x)[-1]
-        state = {k: v + .01 * torch.randn_like(v) if v.is_floating_point() else v
-                 for k, v in fused.state_dict().items()}
+        state = {
+            k: v + .01 * torch.randn_like(v) if v.is_floating_point() else v
+            for k, v in fused.state_dict().items()
+        }
         fused.load_state_dict(state)
         changed = fused(x)[-1]
         copied = copy.deepcopy(fused)(x)[-1]
@@ -168,6 +172,8 @@ def test_models_package_calls_no_private_torch_op():
         for name in files:
             if name.endswith('.py'):
                 with open(osp.join(folder, name)) as f:
-                    found += [f'{name}: {line.strip()}' for line in f
-                              if re.search(r'torch\.ops\.|torch\._C\.', line)]
+                    found += [
+                        f'{name}: {line.strip()}' for line in f
+                        if re.search(r'torch\.ops\.|torch\._C\.', line)
+                    ]
     assert found == []

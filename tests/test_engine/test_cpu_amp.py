@@ -9,8 +9,7 @@ from mmdualtoken.launch import enable_amp
 
 
 def config(**optim_wrapper):
-    return Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3),
-                                          **optim_wrapper)))
+    return Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3), **optim_wrapper)))
 
 
 @pytest.mark.parametrize('cuda, wrapper', [(True, 'AmpOptimWrapper'),

@@ -15,6 +15,7 @@ ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
 
 
 class Classifier(nn.Module):
+
     def __init__(self):
         super().__init__()
         self.backbone = DualTokenViT(arch=ARCH, out_indices=(2, ))
@@ -37,8 +38,9 @@ def test_converts_the_backbone_of_a_model_in_training_mode():
     model.train()
     FuseForCPUHook().before_test(runner_of(model))
     assert not model.training
-    converted = [m for m in model.backbone.modules()
-                 if type(m).__module__.startswith('mmdualtoken.deploy')]
+    converted = [
+        m for m in model.backbone.modules() if type(m).__module__.startswith('mmdualtoken.deploy')
+    ]
     assert converted
     assert type(model.head) is nn.Linear  # only the backbone
     with torch.no_grad():
@@ -47,8 +49,9 @@ def test_converts_the_backbone_of_a_model_in_training_mode():
 
 def test_refuses_a_model_that_is_not_on_the_cpu():
     model = Classifier().to('meta')  # stands in for a model on a GPU
-    with pytest.raises(BadConfigError, match=r'--fuse-for-cpu \(FuseForCPUHook\) converts the '
-                       r'backbone for CPU inference, but the model is on meta'):
+    with pytest.raises(
+            BadConfigError,
+            match=r'--fuse-for-cpu \(FuseForCPUHook\) converts the '
+            r'backbone for CPU inference, but the model is on meta'):
         FuseForCPUHook().before_test(runner_of(model))
-    assert not any(type(m).__module__.startswith('mmdualtoken.deploy')
-                   for m in model.modules())
+    assert not any(type(m).__module__.startswith('mmdualtoken.deploy') for m in model.modules())

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO_ROOT, tool_env
+
 from mmdualtoken import launch
 from mmdualtoken.engine import cpu_heap
 
@@ -42,7 +42,10 @@ def faults_of_reallocations(mode: str) -> list:
     """Page faults of each of 4 allocations of a 64 MiB tensor, each freed before the
     next, after 8 such allocations."""
     out = subprocess.run([sys.executable, '-c', FAULTS_OF_REALLOCATIONS, mode],
-                         capture_output=True, text=True, check=True, timeout=300,
+                         capture_output=True,
+                         text=True,
+                         check=True,
+                         timeout=300,
                          env=tool_env())
     return [int(n) for n in out.stdout.split()[-4:]]
 
@@ -112,8 +115,8 @@ class StopBeforeData(Exception):
 
 @pytest.mark.parametrize('cuda, flag, kept', [(False, False, True), (False, True, False),
                                               (True, False, False)])
-def test_train_keeps_freed_memory_only_on_the_cpu_and_unless_asked(monkeypatch, tmp_path,
-                                                                   cuda, flag, kept):
+def test_train_keeps_freed_memory_only_on_the_cpu_and_unless_asked(monkeypatch, tmp_path, cuda,
+                                                                   flag, kept):
     """tools/train.py: on the CPU by default; never with a CUDA device (GPU runs keep
     mmengine's standard set-up), nor with --release-cpu-memory."""
     calls = []

@@ -16,10 +16,15 @@ pytestmark = pytest.mark.slow  # Runner trainings and resumes
 
 def draws():
     """Numbers from every generator the hook covers (gauss caches included)."""
-    return dict(python=[random.random(), random.gauss(0, 1), random.gauss(0, 1)],
-                numpy=[float(np.random.rand()), float(np.random.standard_normal()),
-                       float(np.random.standard_normal())],
-                torch=torch.rand(4))
+    return dict(
+        python=[random.random(), random.gauss(0, 1),
+                random.gauss(0, 1)],
+        numpy=[
+            float(np.random.rand()),
+            float(np.random.standard_normal()),
+            float(np.random.standard_normal())
+        ],
+        torch=torch.rand(4))
 
 
 def assert_same_draws(a, b):
@@ -52,6 +57,7 @@ def save_and_load(obj, tmp_path):
 
 
 class FakeRunner:
+
     def __init__(self, resume=True):
         self._resume = resume
         self.messages = []
@@ -156,8 +162,9 @@ def test_cuda_states_are_captured_and_restored_per_rank(monkeypatch, tmp_path):
     for rank in range(2):
         cuda_state['current'] = torch.full((16, ), 10 + rank, dtype=torch.uint8)
         ranks.append(seeded_states(20 + rank))
-    assert all(torch.equal(r['cuda'], torch.full((16, ), 10 + i, dtype=torch.uint8))
-               for i, r in enumerate(ranks))
+    assert all(
+        torch.equal(r['cuda'], torch.full((16, ), 10 + i, dtype=torch.uint8))
+        for i, r in enumerate(ranks))
     checkpoint = save_and_load({KEY: dict(ranks=ranks)}, tmp_path)
     for rank in range(2):
         fake_dist(monkeypatch, rank, 2)
@@ -183,10 +190,14 @@ def test_old_checkpoint_format_still_restores(tmp_path):
     random.gauss(0, 1)
     np.random.standard_normal()
     version, key, position, has_gauss, gauss = np.random.get_state()
-    old = dict(python=random.getstate(),
-               numpy=dict(version=version, key=key, position=int(position),
-                          gauss_next=float(gauss) if has_gauss else None),
-               torch=torch.get_rng_state())
+    old = dict(
+        python=random.getstate(),
+        numpy=dict(
+            version=version,
+            key=key,
+            position=int(position),
+            gauss_next=float(gauss) if has_gauss else None),
+        torch=torch.get_rng_state())
     assert isinstance(old['numpy']['key'], np.ndarray)
     expected = draws()
     checkpoint = save_and_load({KEY: old}, tmp_path)
@@ -249,8 +260,7 @@ def test_states_are_gathered_after_validation_and_used_once(monkeypatch):
     rank 0's states only and says so."""
     fake_dist(monkeypatch, 0, 2)
     other_rank = seeded_states(41)
-    monkeypatch.setattr(random_state_hook, 'all_gather_object',
-                        lambda states: [states, other_rank])
+    monkeypatch.setattr(random_state_hook, 'all_gather_object', lambda states: [states, other_rank])
     runner = FakeRunner()
     warnings = []
     runner.logger.warning = warnings.append
@@ -372,6 +382,8 @@ def test_iteration_based_loop_gets_its_states_after_the_skipped_batches(tmp_path
     loop.run()
     assert resumed.steps == whole.steps[2:]  # same batches, same augmentations, same draws
     assert not isinstance(loop.dataloader_iterator, random_state_hook.RestoreAfterSkip)
-    assert resumed.messages == ['Restored the random states of rank 0 of the checkpoint '
-                                '(Python, numpy, torch CPU), after the 2 batches the loop '
-                                'skips.']
+    assert resumed.messages == [
+        'Restored the random states of rank 0 of the checkpoint '
+        '(Python, numpy, torch CPU), after the 2 batches the loop '
+        'skips.'
+    ]

@@ -10,10 +10,14 @@ pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
 SHORT_RUN = [
     '--cfg-options',
-    'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-    'val_dataloader.dataset.indices=2', 'val_dataloader.batch_size=2',
-    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-    'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
+    'train_dataloader.dataset.indices=4',
+    'train_dataloader.batch_size=2',
+    'val_dataloader.dataset.indices=2',
+    'val_dataloader.batch_size=2',
+    'train_cfg.max_epochs=1',
+    'train_cfg.val_interval=1',
+    'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.interval=1',
 ]
 # after two iterations RetinaNet's scores are near the focal-loss prior (0.01): keep them
 # all, so that COCO evaluation has detections to score
@@ -22,25 +26,42 @@ KEEP_ALL_SCORES = 'model.test_cfg.score_thr=0.0'
 
 def test_retinanet_train_val_then_test_from_checkpoint(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'retinanet')
-    run_tool('train.py', config('tiny/retinanet_dualtoken_s_tiny.py'), '--work-dir', work_dir,
-             *SHORT_RUN, KEEP_ALL_SCORES, cwd=tiny_workdir)
+    run_tool(
+        'train.py',
+        config('tiny/retinanet_dualtoken_s_tiny.py'),
+        '--work-dir',
+        work_dir,
+        *SHORT_RUN,
+        KEEP_ALL_SCORES,
+        cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert any('coco/bbox_mAP' in r for r in logged)
     assert checkpoints(work_dir) == ['epoch_1.pth']
 
-    proc = run_tool('test.py', config('tiny/retinanet_dualtoken_s_tiny.py'),
-                    osp.join(work_dir, 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
-                    '--cfg-options', 'test_dataloader.dataset.indices=2',
-                    KEEP_ALL_SCORES, cwd=tiny_workdir)
+    proc = run_tool(
+        'test.py',
+        config('tiny/retinanet_dualtoken_s_tiny.py'),
+        osp.join(work_dir, 'epoch_1.pth'),
+        '--work-dir',
+        str(tmp_path / 'test'),
+        '--cfg-options',
+        'test_dataloader.dataset.indices=2',
+        KEEP_ALL_SCORES,
+        cwd=tiny_workdir)
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
 
 
 def test_mask_rcnn_train_val(tiny_workdir, tmp_path):
     work_dir = str(tmp_path / 'mask_rcnn')
-    run_tool('train.py', config('tiny/mask_rcnn_dualtoken_s_tiny.py'), '--work-dir', work_dir,
-             *SHORT_RUN, cwd=tiny_workdir)
+    run_tool(
+        'train.py',
+        config('tiny/mask_rcnn_dualtoken_s_tiny.py'),
+        '--work-dir',
+        work_dir,
+        *SHORT_RUN,
+        cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r for r in logged if 'loss_mask' in r]
     assert len(losses) == 2 and all(np.isfinite(r['loss']) for r in losses)

@@ -26,15 +26,21 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     cfg.write_text(f"_base_ = {config('tiny/retinanet_dualtoken_s_tiny.py')!r}\n"
                    f"custom_imports = dict(imports={imports!r})\n"
                    f"custom_hooks = {[dict(h) for h in hooks]!r}\n")
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
-               PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..', PYTHONWARNINGS='ignore')
-    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
-           str(cfg), '2', '--work-dir', work_dir,
-           '--cfg-options', 'train_dataloader.dataset.indices=4',
-           'train_dataloader.batch_size=1', 'val_dataloader.dataset.indices=2',
-           'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-           'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
-           'randomness.diff_rank_seed=True']
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT='29517',
+        OMP_NUM_THREADS='1',
+        PYTHONPATH=osp.dirname(osp.abspath(__file__)) + '/..',
+        PYTHONWARNINGS='ignore')
+    cmd = [
+        osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
+        str(cfg), '2', '--work-dir', work_dir, '--cfg-options',
+        'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=1',
+        'val_dataloader.dataset.indices=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+        'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0',
+        'randomness.diff_rank_seed=True'
+    ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     log = proc.stdout + proc.stderr
@@ -60,11 +66,13 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
     assert not torch.equal(ranks[0]['torch'], ranks[1]['torch'])
 
     # tools/dist_test.sh on the checkpoint, 2 processes
-    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_test.sh'), str(cfg),
-           osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir', str(tmp_path / 'dist_test'),
-           '--cfg-options', 'test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0']
+    cmd = [
+        osp.join(REPO_ROOT, 'tools', 'dist_test.sh'),
+        str(cfg),
+        osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir',
+        str(tmp_path / 'dist_test'), '--cfg-options', 'test_dataloader.dataset.indices=2',
+        'model.test_cfg.score_thr=0.0'
+    ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
-
-

@@ -38,10 +38,13 @@ def run_framework_tool(package: str, tool: str, *args: str, cwd) -> str:
     # the installed (editable) mmdualtoken resolves custom_imports already; PYTHONPATH makes
     # a source checkout work as well
     pythonpath = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
-               PYTHONWARNINGS='ignore', PYTHONPATH=pythonpath)
-    proc = subprocess.run(cmd, cwd=str(cwd), capture_output=True, text=True, timeout=TIMEOUT,
-                          env=env)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+        PYTHONWARNINGS='ignore',
+        PYTHONPATH=pythonpath)
+    proc = subprocess.run(
+        cmd, cwd=str(cwd), capture_output=True, text=True, timeout=TIMEOUT, env=env)
     if proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
@@ -60,34 +63,48 @@ def metrics_of_test_run(work_dir: str) -> dict:
 # validates on two (four) images and saves a checkpoint, the checkpoint's name, options for
 # test.py (the same images and batch as that validation), the metric the evaluator reports
 FRAMEWORKS = {
-    'mmdet': dict(
+    'mmdet':
+    dict(
         config='tiny/retinanet_dualtoken_s_tiny.py',
-        train=['train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-               'val_dataloader.dataset.indices=2', 'val_dataloader.batch_size=2',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
-               # after two iterations RetinaNet's scores sit near the focal-loss prior
-               # (0.01): keep them all, so that COCO evaluation has detections to score
-               'model.test_cfg.score_thr=0.0'],
+        train=[
+            'train_dataloader.dataset.indices=4',
+            'train_dataloader.batch_size=2',
+            'val_dataloader.dataset.indices=2',
+            'val_dataloader.batch_size=2',
+            'train_cfg.max_epochs=1',
+            'train_cfg.val_interval=1',
+            'default_hooks.logger.interval=1',
+            'default_hooks.checkpoint.interval=1',
+            # after two iterations RetinaNet's scores sit near the focal-loss prior
+            # (0.01): keep them all, so that COCO evaluation has detections to score
+            'model.test_cfg.score_thr=0.0'
+        ],
         checkpoint='epoch_1.pth',
-        test=['test_dataloader.dataset.indices=2', 'test_dataloader.batch_size=2',
-              'model.test_cfg.score_thr=0.0'],
+        test=[
+            'test_dataloader.dataset.indices=2', 'test_dataloader.batch_size=2',
+            'model.test_cfg.score_thr=0.0'
+        ],
         metric='coco/bbox_mAP'),
-    'mmseg': dict(
+    'mmseg':
+    dict(
         config='tiny/fpn_dualtoken_s_ade20k_tiny.py',
-        train=['train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-               'val_dataloader.dataset.indices=2',
-               'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-               'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2'],
+        train=[
+            'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+            'val_dataloader.dataset.indices=2', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+            'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2'
+        ],
         checkpoint='iter_2.pth',
         test=['test_dataloader.dataset.indices=2'],
         metric='mIoU'),
-    'mmpretrain': dict(
+    'mmpretrain':
+    dict(
         config='tiny/dualtoken_s_in1k_tiny.py',
-        train=['train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-               'val_dataloader.dataset.indices=4', 'val_dataloader.batch_size=4',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1'],
+        train=[
+            'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+            'val_dataloader.dataset.indices=4', 'val_dataloader.batch_size=4',
+            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.logger.interval=1',
+            'default_hooks.checkpoint.interval=1'
+        ],
         checkpoint='epoch_1.pth',
         test=['test_dataloader.dataset.indices=4', 'test_dataloader.batch_size=4'],
         metric='accuracy/top1'),
@@ -98,9 +115,15 @@ FRAMEWORKS = {
 def test_framework_train_then_test(package, tiny_workdir, tmp_path):
     spec = FRAMEWORKS[package]
     work_dir = str(tmp_path / 'train')
-    out = run_framework_tool(package, 'train.py', config(spec['config']),
-                             '--work-dir', work_dir, '--cfg-options', *spec['train'],
-                             cwd=tiny_workdir)
+    out = run_framework_tool(
+        package,
+        'train.py',
+        config(spec['config']),
+        '--work-dir',
+        work_dir,
+        '--cfg-options',
+        *spec['train'],
+        cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     assert len(losses) == 2, out[-3000:]
@@ -110,9 +133,16 @@ def test_framework_train_then_test(package, tiny_workdir, tmp_path):
 
     checkpoint = osp.join(work_dir, spec['checkpoint'])
     test_dir = str(tmp_path / 'test')
-    out = run_framework_tool(package, 'test.py', config(spec['config']), checkpoint,
-                             '--work-dir', test_dir, '--cfg-options', *spec['test'],
-                             cwd=tiny_workdir)
+    out = run_framework_tool(
+        package,
+        'test.py',
+        config(spec['config']),
+        checkpoint,
+        '--work-dir',
+        test_dir,
+        '--cfg-options',
+        *spec['test'],
+        cwd=tiny_workdir)
     assert f'Load checkpoint from {checkpoint}' in out
     assert spec['metric'] in out
     # the same weights on the same images: test.py reproduces the training run's validation
@@ -124,9 +154,13 @@ def test_mmdet_get_flops_on_the_real_config(tiny_workdir):
     # val_dataloader (its test pipeline: 1333x800 resize, pad to a multiple of 32). Point the
     # real config's data at the tiny COCO set and measure one image.
     out = run_framework_tool(
-        'mmdet', osp.join('analysis_tools', 'get_flops.py'), config('retinanet_dualtoken_s.py'),
-        '--num-images', '1',
-        '--cfg-options', 'val_dataloader.dataset.data_root=data/tiny/coco/',
+        'mmdet',
+        osp.join('analysis_tools', 'get_flops.py'),
+        config('retinanet_dualtoken_s.py'),
+        '--num-images',
+        '1',
+        '--cfg-options',
+        'val_dataloader.dataset.data_root=data/tiny/coco/',
         cwd=tiny_workdir)
     shape = re.search(r'Input shape: \((\d+), (\d+)\)', out)
     assert shape, out[-3000:]

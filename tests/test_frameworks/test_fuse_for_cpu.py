@@ -45,10 +45,23 @@ def test_fuse_for_cpu_gives_the_plain_runs_metric(tiny_workdir, tmp_path):
     checkpoint = str(tmp_path / 'random.pth')
     write_checkpoint(checkpoint)
     common = ['--cfg-options', 'test_dataloader.dataset.indices=8']
-    plain = run_tool('test.py', TINY_CLS, checkpoint, '--work-dir', str(tmp_path / 'plain'),
-                     *common, cwd=tiny_workdir)
-    fused = run_tool('test.py', TINY_CLS, checkpoint, '--work-dir', str(tmp_path / 'fused'),
-                     '--fuse-for-cpu', *common, cwd=tiny_workdir)
+    plain = run_tool(
+        'test.py',
+        TINY_CLS,
+        checkpoint,
+        '--work-dir',
+        str(tmp_path / 'plain'),
+        *common,
+        cwd=tiny_workdir)
+    fused = run_tool(
+        'test.py',
+        TINY_CLS,
+        checkpoint,
+        '--work-dir',
+        str(tmp_path / 'fused'),
+        '--fuse-for-cpu',
+        *common,
+        cwd=tiny_workdir)
     for proc in (plain, fused):
         out = proc.stdout + proc.stderr
         assert f'Load checkpoint from {checkpoint}' in out

@@ -112,10 +112,17 @@ def framework_train(package: str, user_config: str, work_dir: str, cwd: str):
     # the installed (editable) mmdualtoken resolves custom_imports already; PYTHONPATH makes a
     # source checkout work as well
     pythonpath = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
-               PYTHONWARNINGS='ignore', PYTHONPATH=pythonpath)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+        PYTHONWARNINGS='ignore',
+        PYTHONPATH=pythonpath)
     return subprocess.run([sys.executable, tool, user_config, '--work-dir', work_dir],
-                          cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+                          cwd=cwd,
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=env)
 
 
 def write_user_config(package: str, tiny_workdir, tmp_path, edit=None) -> str:
@@ -139,17 +146,20 @@ def test_a_stock_config_with_our_backbone_trains(package, tiny_workdir, tmp_path
     losses = [r['loss'] for r in scalars(work_dir) if 'loss' in r]
     assert len(losses) == 2 and all(np.isfinite(losses)), losses
     assert checkpoints(work_dir) == [USER_CONFIGS[package][1]]
-    saved = torch.load(osp.join(work_dir, USER_CONFIGS[package][1]), map_location='cpu',
-                       weights_only=False)['state_dict']
+    saved = torch.load(
+        osp.join(work_dir, USER_CONFIGS[package][1]), map_location='cpu',
+        weights_only=False)['state_dict']
     assert 'backbone.global_tokens' in saved  # DualTokenViT's, not the stock ResNet's
 
 
 def test_mmseg_stock_pretrained_left_in_gives_the_one_line(tiny_workdir, tmp_path):
     """Without ``model.pretrained=None`` the inherited ResNet checkpoint reaches the
     backbone: the build stops with our line, not ``TypeError: unknown argument``."""
+
     def keep_pretrained(text):
         assert NO_STOCK_PRETRAINED in text
         return text.replace(NO_STOCK_PRETRAINED, '')
+
     user_config = write_user_config('mmseg', tiny_workdir, tmp_path, keep_pretrained)
     proc = framework_train('mmseg', user_config, str(tmp_path / 'work'), cwd=str(tmp_path))
     assert proc.returncode != 0

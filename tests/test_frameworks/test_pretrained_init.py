@@ -18,9 +18,12 @@ from mmdualtoken.errors import MissingFileError
 DENSE = 'retinanet_dualtoken_s.py'
 TINY = 'tiny/retinanet_dualtoken_s_tiny.py'
 ONE_ITERATION = [
-    'train_dataloader.dataset.indices=2', 'train_dataloader.batch_size=2',
-    'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',  # no validation
-    'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
+    'train_dataloader.dataset.indices=2',
+    'train_dataloader.batch_size=2',
+    'train_cfg.max_epochs=1',
+    'train_cfg.val_interval=2',  # no validation
+    'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.interval=1',
 ]
 PRETRAINING = 'python tools/train.py configs/dualtoken_s_in1k.py'
 FROM_SCRATCH = '--cfg-options model.backbone.init_cfg=None'
@@ -47,8 +50,16 @@ def workdir(tiny_workdir, tmp_path, real_init_cfg):
 
 def train(workdir, *options, check=True):
     start = time.perf_counter()
-    proc = run_tool('train.py', 'retinanet_pretrained.py', '--work-dir', 'run',
-                    '--cfg-options', *ONE_ITERATION, *options, cwd=str(workdir), check=check)
+    proc = run_tool(
+        'train.py',
+        'retinanet_pretrained.py',
+        '--work-dir',
+        'run',
+        '--cfg-options',
+        *ONE_ITERATION,
+        *options,
+        cwd=str(workdir),
+        check=check)
     return proc, time.perf_counter() - start
 
 
@@ -78,8 +89,8 @@ def test_found_and_loaded(workdir, real_init_cfg):
     print(next(out for out in output.splitlines() if line in out))
     print(f'losses: {losses(workdir / "run")}')
     assert checkpoints(str(workdir / 'run')) == ['epoch_1.pth']
-    trained = torch.load(workdir / 'run' / 'epoch_1.pth', map_location='cpu',
-                         weights_only=False)['state_dict']
+    trained = torch.load(
+        workdir / 'run' / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
     for key, value in backbone.items():
         if 'running_' not in key and 'num_batches_tracked' not in key:  # BN statistics move
             torch.testing.assert_close(trained[key], value, rtol=0, atol=0, msg=key)
@@ -109,12 +120,12 @@ def test_from_scratch_override_trains(workdir):
     assert saved.model.backbone.init_cfg is None  # the backbone's default init
 
 
-@pytest.mark.parametrize('name, pretraining', [
-    ('retinanet_dualtoken_s.py', 'dualtoken_s_in1k'),
-    ('retinanet_dualtoken_t.py', 'dualtoken_t_in1k'),
-    ('mask_rcnn_dualtoken_t.py', 'dualtoken_t_in1k'),
-    ('fpn_dualtoken_t_ade20k.py', 'dualtoken_t_in1k'),
-    ('upernet_dualtoken_s_ade20k.py', 'dualtoken_s_in1k')])
+@pytest.mark.parametrize('name, pretraining',
+                         [('retinanet_dualtoken_s.py', 'dualtoken_s_in1k'),
+                          ('retinanet_dualtoken_t.py', 'dualtoken_t_in1k'),
+                          ('mask_rcnn_dualtoken_t.py', 'dualtoken_t_in1k'),
+                          ('fpn_dualtoken_t_ade20k.py', 'dualtoken_t_in1k'),
+                          ('upernet_dualtoken_s_ade20k.py', 'dualtoken_s_in1k')])
 def test_the_check_names_the_pretraining_of_the_config_arch(name, pretraining, tmp_path,
                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -140,8 +151,11 @@ def test_the_check_leaves_remote_scratch_and_other_backbones_alone(tmp_path, mon
     cfg.model.backbone.init_cfg = None
     check_pretrained_checkpoint(cfg)
     check_pretrained_checkpoint(Config.fromfile(config(TINY)))
-    resnet = Config(dict(model=dict(backbone=dict(
-        type='ResNet', init_cfg=dict(type='Pretrained', checkpoint='nowhere.pth')))))
+    resnet = Config(
+        dict(
+            model=dict(
+                backbone=dict(
+                    type='ResNet', init_cfg=dict(type='Pretrained', checkpoint='nowhere.pth')))))
     check_pretrained_checkpoint(resnet)  # not ours to judge
 
 
@@ -149,11 +163,12 @@ def test_the_check_points_elsewhere_and_custom_archs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = Config.fromfile(config('retinanet_dualtoken_t.py'))
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'mine.pth')
-    with pytest.raises(MissingFileError, match=r'not found: .*mine.pth \(model.backbone.init_'
-                       r'cfg.checkpoint\); pretrain it with `python tools/train.py configs/'
-                       r'dualtoken_t_in1k.py` \(it writes work_dirs/dualtoken_t_in1k/epoch_'):
+    with pytest.raises(
+            MissingFileError,
+            match=r'not found: .*mine.pth \(model.backbone.init_'
+            r'cfg.checkpoint\); pretrain it with `python tools/train.py configs/'
+            r'dualtoken_t_in1k.py` \(it writes work_dirs/dualtoken_t_in1k/epoch_'):
         check_pretrained_checkpoint(cfg)
-    cfg.model.backbone.arch = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1],
-                                   num_heads=[1, 2, 4])
+    cfg.model.backbone.arch = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
     with pytest.raises(MissingFileError, match='pretrain this arch on ImageNet'):
         check_pretrained_checkpoint(cfg)

@@ -10,15 +10,23 @@ from helpers import config, run_tool, scalars
 pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
 
-@pytest.mark.parametrize('name', ['tiny/fpn_dualtoken_s_ade20k_tiny.py',
-                                  'tiny/upernet_dualtoken_s_ade20k_tiny.py'])
+@pytest.mark.parametrize(
+    'name', ['tiny/fpn_dualtoken_s_ade20k_tiny.py', 'tiny/upernet_dualtoken_s_ade20k_tiny.py'])
 def test_train_val(tiny_workdir, tmp_path, name):
     work_dir = str(tmp_path / 'seg')
-    options = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-               'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2',
-               'default_hooks.logger.interval=1', 'default_hooks.visualization.interval=1']
-    run_tool('train.py', config(name), '--work-dir', work_dir, '--cfg-options', *options,
-             cwd=tiny_workdir)
+    options = [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=2',
+        'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1',
+        'default_hooks.visualization.interval=1'
+    ]
+    run_tool(
+        'train.py',
+        config(name),
+        '--work-dir',
+        work_dir,
+        '--cfg-options',
+        *options,
+        cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -40,8 +48,8 @@ def test_inference_mask_has_the_image_size(name):
 
 def test_mmseg_inferencer_odd_size():
     from mmseg.apis import MMSegInferencer
-    inferencer = MMSegInferencer(model=config('fpn_dualtoken_t_ade20k.py'), weights=None,
-                                 device='cpu')
+    inferencer = MMSegInferencer(
+        model=config('fpn_dualtoken_t_ade20k.py'), weights=None, device='cpu')
     image = np.random.default_rng(1).integers(0, 255, (123, 77, 3), dtype=np.uint8)
     result = inferencer(image, return_datasamples=True)
     assert tuple(result.pred_sem_seg.data.shape[-2:]) == (123, 77)

@@ -3,11 +3,10 @@ from copy import deepcopy
 
 import pytest
 import torch
+from helpers import OpRecorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from helpers import OpRecorder
 
 from mmdualtoken.models import DualTokenViT
 
@@ -30,7 +29,8 @@ def test_arch_zoo_and_aliases():
         model = DualTokenViT(arch=name)
         assert len(model.stages) == 3
     assert DualTokenViT(arch='t').embed_dims == DualTokenViT(arch='tiny').embed_dims
-    assert DualTokenViT(arch='small-mix').stages[0].blocks[0].global_module.token_mlp.__class__.__name__ == 'MixMlp'
+    assert DualTokenViT(
+        arch='small-mix').stages[0].blocks[0].global_module.token_mlp.__class__.__name__ == 'MixMlp'
 
 
 @pytest.mark.parametrize('arch, message', [
@@ -41,8 +41,8 @@ def test_arch_zoo_and_aliases():
     (dict(embed_dims=[16, 30, 64], depths=[1, 1, 1], num_heads=[1, 4, 4]), 'divide by'),
 ])
 def test_bad_arch(arch, message):
-    with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')
-                       .replace('(', r'\(')):
+    with pytest.raises(
+            ValueError, match=message.replace('[', r'\[').replace(']', r'\]').replace('(', r'\(')):
         DualTokenViT(arch=arch)
 
 
@@ -52,7 +52,8 @@ def test_bad_arch(arch, message):
     (dict(frozen_stages=4), r'frozen_stages must be in \[-1, 3\]'),
     (dict(frozen_stages=-2), r'frozen_stages must be in \[-1, 3\]'),
     (dict(local_branch='swin'), r"local_branch must be one of \['conv', 'window'\]"),
-    (dict(global_tokens='all'), r"global_tokens must be one of \['position_aware', 'normal', 'none'\]"),
+    (dict(global_tokens='all'),
+     r"global_tokens must be one of \['position_aware', 'normal', 'none'\]"),
     (dict(downsample='two_step'), r"downsample must be one of \['step_wise', 'one_step'\]"),
     (dict(token_mlp='mixer'), r"token_mlp must be one of \['mlp', 'mix'\]"),
     (dict(grid_size=0), 'grid_size must be a positive int'),
@@ -96,8 +97,8 @@ def test_zoo_archs_output_shapes():
         model = DualTokenViT(arch=arch).eval()
         with torch.no_grad():
             outs = model(torch.rand(1, 3, 224, 224))
-        assert [tuple(o.shape[1:]) for o in outs] == [
-            (c, s, s) for c, s in zip(model.embed_dims, (28, 14, 7))]
+        assert [tuple(o.shape[1:])
+                for o in outs] == [(c, s, s) for c, s in zip(model.embed_dims, (28, 14, 7))]
 
 
 def test_gap_before_final_norm():
@@ -172,8 +173,11 @@ def test_init_weights():
 
 def bn_statistics(model) -> dict:
     """Every BatchNorm buffer (running_mean/var, num_batches_tracked), cloned, by name."""
-    return {f'{name}.{key}': buf.clone() for name, m in model.named_modules()
-            if isinstance(m, _BatchNorm) for key, buf in m.named_buffers(recurse=False)}
+    return {
+        f'{name}.{key}': buf.clone()
+        for name, m in model.named_modules() if isinstance(m, _BatchNorm)
+        for key, buf in m.named_buffers(recurse=False)
+    }
 
 
 def frozen_prefixes(frozen_stages):
@@ -191,12 +195,13 @@ def test_frozen_stages_do_not_change_in_a_training_step(frozen_stages):
     model = build(frozen_stages=frozen_stages).train()
     torch.manual_seed(1)
     # a tiny trainable head, so that there is a loss to step even with every stage frozen
-    head = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(c, 1, 1))
-                                   for c in TINY_ARCH['embed_dims']])
+    head = torch.nn.ParameterList(
+        [torch.nn.Parameter(torch.randn(c, 1, 1)) for c in TINY_ARCH['embed_dims']])
     params_before = {n: p.detach().clone() for n, p in model.named_parameters()}
     stats_before = bn_statistics(model)
     head_before = [p.detach().clone() for p in head]
-    optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-2,
+    optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()],
+                                  lr=1e-2,
                                   weight_decay=0.05)
     outs = model(torch.rand(2, 3, 64, 64))
     sum((o * w).sum() for o, w in zip(outs, head)).backward()
@@ -276,6 +281,7 @@ def test_with_cp_checkpoints_every_block_and_changes_nothing(monkeypatch):
     replayed with the same mask) and BatchNorm running statistics (updated once per step,
     not again when backward recomputes the block)."""
     import torch.utils.checkpoint as torch_cp
+
     from mmdualtoken.models.backbones import dualtoken_vit
     calls = []
     original = torch_cp.checkpoint
@@ -312,13 +318,18 @@ def test_with_cp_checkpoints_every_block_and_changes_nothing(monkeypatch):
     # a second step: still once per step
     torch.manual_seed(7)
     sum(o.sum() for o in checkpointed(x)).backward()
-    counts = [int(v) for n, v in bn_statistics(checkpointed).items()
-              if n.endswith('num_batches_tracked')]
+    counts = [
+        int(v) for n, v in bn_statistics(checkpointed).items() if n.endswith('num_batches_tracked')
+    ]
     assert counts and all(c == 2 for c in counts)
 
 
-@pytest.mark.parametrize('variant', [dict(), dict(token_mlp='mix'), dict(global_tokens='normal'),
-                                     dict(local_branch='window')])
+@pytest.mark.parametrize(
+    'variant',
+    [dict(),
+     dict(token_mlp='mix'),
+     dict(global_tokens='normal'),
+     dict(local_branch='window')])
 def test_backward_reaches_every_parameter(variant):
     model = build(**variant).train()
     outs = model(torch.rand(2, 3, 96, 128))
@@ -339,7 +350,8 @@ def test_checkpoint_round_trip_into_another_grid(caplog):
     # resizing back to the source grid is smooth: close to the original tokens
     back = build(grid_size=7)
     back.load_state_dict(target.state_dict())
-    assert (back.global_tokens - source.global_tokens).abs().mean() < source.global_tokens.abs().mean()
+    assert (back.global_tokens -
+            source.global_tokens).abs().mean() < source.global_tokens.abs().mean()
     out = target.eval()(torch.rand(1, 3, 224, 224))
     assert out[2].shape == (1, 64, 7, 7)
 
@@ -371,8 +383,8 @@ def test_any_size_property(h, w, batch):
     model = _PROPERTY_MODEL
     with torch.no_grad():
         outs = model(torch.rand(batch, 3, h, w))
-    assert [tuple(o.shape) for o in outs] == [
-        (batch, c, *hw) for c, hw in zip(TINY_ARCH['embed_dims'], expected_maps(h, w))]
+    assert [tuple(o.shape) for o in outs
+            ] == [(batch, c, *hw) for c, hw in zip(TINY_ARCH['embed_dims'], expected_maps(h, w))]
     assert all(torch.isfinite(o).all() for o in outs)
 
 
@@ -382,19 +394,26 @@ _PROPERTY_MODEL = build().eval()
 def test_get_layer_depth():
     model = build()
     num_layers = sum(TINY_ARCH['depths']) + 2
-    assert model.get_layer_depth('backbone.stem.layers.0.conv.weight', 'backbone.') == (0, num_layers)
+    assert model.get_layer_depth('backbone.stem.layers.0.conv.weight',
+                                 'backbone.') == (0, num_layers)
     assert model.get_layer_depth('backbone.global_tokens', 'backbone.') == (0, num_layers)
-    assert model.get_layer_depth('backbone.stages.0.blocks.0.ffn.fc1.weight', 'backbone.') == (1, num_layers)
-    assert model.get_layer_depth('backbone.stages.1.downsample.norm.weight', 'backbone.') == (2, num_layers)
-    assert model.get_layer_depth('backbone.stages.1.blocks.1.ffn.fc1.weight', 'backbone.') == (3, num_layers)
-    assert model.get_layer_depth('backbone.stages.2.blocks.0.ffn.fc1.weight', 'backbone.') == (4, num_layers)
-    assert model.get_layer_depth('backbone.norm2.weight', 'backbone.') == (num_layers - 1, num_layers)
+    assert model.get_layer_depth('backbone.stages.0.blocks.0.ffn.fc1.weight',
+                                 'backbone.') == (1, num_layers)
+    assert model.get_layer_depth('backbone.stages.1.downsample.norm.weight',
+                                 'backbone.') == (2, num_layers)
+    assert model.get_layer_depth('backbone.stages.1.blocks.1.ffn.fc1.weight',
+                                 'backbone.') == (3, num_layers)
+    assert model.get_layer_depth('backbone.stages.2.blocks.0.ffn.fc1.weight',
+                                 'backbone.') == (4, num_layers)
+    assert model.get_layer_depth('backbone.norm2.weight',
+                                 'backbone.') == (num_layers - 1, num_layers)
     assert model.get_layer_depth('head.fc.weight', 'backbone.') == (num_layers - 1, num_layers)
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
 def test_builds_from_every_framework_scope(scope):
     import importlib
+
     from mmengine.registry import DefaultScope
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
@@ -417,8 +436,10 @@ def test_unused_output_norms_are_frozen_and_classification_state_fits_dense():
 
 
 def test_misspelt_argument_names_the_intended_one():
-    with pytest.raises(TypeError, match=r"unknown argument\(s\) 'archh' \(did you mean 'arch'\?\); "
-                       r'accepted: arch, in_channels'):
+    with pytest.raises(
+            TypeError,
+            match=r"unknown argument\(s\) 'archh' \(did you mean 'arch'\?\); "
+            r'accepted: arch, in_channels'):
         DualTokenViT(archh='small')
     from mmengine.registry import MODELS
     with pytest.raises(TypeError, match="'drop_path' \\(did you mean 'drop_path_rate'\\?\\)"):

@@ -31,8 +31,9 @@ def test_resize_is_a_no_op_at_the_same_size_and_bicubic_otherwise():
     tokens = torch.randn(1, 7, 7, 4)
     assert resize_token_grid(tokens, (7, 7)) is tokens
     out = resize_token_grid(tokens, (25, 42))
-    expected = F.interpolate(tokens.permute(0, 3, 1, 2), size=(25, 42), mode='bicubic',
-                             align_corners=False).permute(0, 2, 3, 1)
+    expected = F.interpolate(
+        tokens.permute(0, 3, 1, 2), size=(25, 42), mode='bicubic',
+        align_corners=False).permute(0, 2, 3, 1)
     torch.testing.assert_close(out, expected)
 
 
@@ -49,8 +50,7 @@ def test_bicubic_matrix_is_torchs_bicubic_resize():
     for size_in, size_out in [(7, 5), (7, 9), (7, 25), (42, 18), (1, 3), (3, 1)]:
         x = torch.randn(2, 3, size_in, 4)
         expected = F.interpolate(x, size=(size_out, 4), mode='bicubic', align_corners=False)
-        got = torch.einsum('ih,bchw->bciw', bicubic_matrix(size_in, size_out, x.dtype,
-                                                           x.device), x)
+        got = torch.einsum('ih,bchw->bciw', bicubic_matrix(size_in, size_out, x.dtype, x.device), x)
         torch.testing.assert_close(got, expected)
 
 

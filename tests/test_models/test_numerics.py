@@ -52,8 +52,8 @@ def test_torch_compile_trains_at_a_fixed_size_and_at_changing_sizes():
     view saved for backward (pytorch/pytorch#185510).
     """
     torch.manual_seed(0)
-    model = DualTokenViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1],
-                                   num_heads=[1, 2, 4])).train()
+    model = DualTokenViT(
+        arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])).train()
     compiled = torch.compile(model, dynamic=False)
     for size in [(64, 64), (64, 64), (72, 100)]:
         x = torch.rand(2, 3, *size)

@@ -40,15 +40,29 @@ def export_torchscript(model, path, example):
         else {}
     axes = {'image': {2: 'height', 3: 'width'}}
     axes.update({name: {2: f'{name}_h', 3: f'{name}_w'} for name in OUTPUTS})
-    torch.onnx.export(model, (example, ), path, opset_version=17, input_names=['image'],
-                      output_names=OUTPUTS, dynamic_axes=axes, **kwargs)
+    torch.onnx.export(
+        model, (example, ),
+        path,
+        opset_version=17,
+        input_names=['image'],
+        output_names=OUTPUTS,
+        dynamic_axes=axes,
+        **kwargs)
 
 
 def export_dynamo(model, path, example):
     height = torch.export.Dim('height', min=32, max=4096)
     width = torch.export.Dim('width', min=32, max=4096)
-    torch.onnx.export(model, (example, ), path, dynamo=True, input_names=['image'],
-                      output_names=OUTPUTS, dynamic_shapes={'x': {2: height, 3: width}})
+    torch.onnx.export(
+        model, (example, ),
+        path,
+        dynamo=True,
+        input_names=['image'],
+        output_names=OUTPUTS,
+        dynamic_shapes={'x': {
+            2: height,
+            3: width
+        }})
 
 
 def assert_runtime_matches(model, path, sizes):
@@ -61,8 +75,8 @@ def assert_runtime_matches(model, path, sizes):
         assert len(got) == len(expected)
         for e, g in zip(expected, got):
             assert tuple(g.shape) == tuple(e.shape), size
-            torch.testing.assert_close(torch.from_numpy(g), e, atol=ONNX_ATOL, rtol=1e-3,
-                                       msg=lambda m: f'{size}: {m}')
+            torch.testing.assert_close(
+                torch.from_numpy(g), e, atol=ONNX_ATOL, rtol=1e-3, msg=lambda m: f'{size}: {m}')
 
 
 @pytest.mark.parametrize('budget, sizes', CASES, ids=['no_budget', 'budget196'])
@@ -86,8 +100,12 @@ def test_dynamo_exporter_any_size(tmp_path):
 def test_dynamo_exporter_with_the_token_budget_at_the_detection_size(tmp_path):
     model = build(DETECTION_BUDGET)
     path = str(tmp_path / 'dynamo_budget.onnx')
-    torch.onnx.export(model, (torch.rand(1, 3, 800, 1333), ), path, dynamo=True,
-                      input_names=['image'], output_names=OUTPUTS)
+    torch.onnx.export(
+        model, (torch.rand(1, 3, 800, 1333), ),
+        path,
+        dynamo=True,
+        input_names=['image'],
+        output_names=OUTPUTS)
     assert_runtime_matches(model, path, [(800, 1333)])
 
 
@@ -117,8 +135,12 @@ def test_dynamo_exporter_at_a_fixed_size_skips_only_the_identity_resizes(tmp_pat
     torch.manual_seed(0)
     model = DualTokenViT(arch=ARCH, grid_size=grid_size).eval()
     path = str(tmp_path / 'static.onnx')
-    torch.onnx.export(model, (torch.rand(1, 3, 224, 224), ), path, dynamo=True,
-                      input_names=['image'], output_names=OUTPUTS)
+    torch.onnx.export(
+        model, (torch.rand(1, 3, 224, 224), ),
+        path,
+        dynamo=True,
+        input_names=['image'],
+        output_names=OUTPUTS)
     einsums = sum(n.op_type == 'Einsum' for n in onnx.load(path).graph.node)
     assert (einsums == 0) == (grid_size == 7)
     assert_runtime_matches(model, path, [(224, 224)])

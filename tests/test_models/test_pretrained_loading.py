@@ -10,8 +10,8 @@ ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 2, 1], num_heads=[1, 2, 4])
 
 
 def pretrained(path, prefix='backbone.', **kwargs):
-    return DualTokenViT(arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                                 prefix=prefix), **kwargs)
+    return DualTokenViT(
+        arch=ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix=prefix), **kwargs)
 
 
 def save(path, state, prefix='backbone.'):
@@ -33,8 +33,10 @@ def test_loads_every_tensor_and_another_grid(tmp_path):
 def test_another_arch_is_refused(tmp_path):
     other = DualTokenViT(arch=dict(ARCH, embed_dims=[8, 16, 32], num_heads=[1, 1, 1]))
     model = pretrained(save(tmp_path / 'other.pth', other.state_dict()))
-    with pytest.raises(ValueError, match='does not fit DualTokenViT.*of another shape.*'
-                       'trained with another arch'):
+    with pytest.raises(
+            ValueError,
+            match='does not fit DualTokenViT.*of another shape.*'
+            'trained with another arch'):
         model.init_weights()
 
 
@@ -63,7 +65,6 @@ def test_missing_file_and_wrong_prefix(tmp_path):
     pretrained(path, prefix=None).init_weights()  # the bare layout loads without a prefix
 
 
-
 def test_a_runner_checkpoint_loads_safely_on_every_torch(tmp_path):
     """What an ImageNet run's epoch_300.pth holds (message hub, numpy scalars, optimizer
     state) loads with weights-only unpickling: torch's allow-list where torch has one, our
@@ -75,9 +76,14 @@ def test_a_runner_checkpoint_loads_safely_on_every_torch(tmp_path):
     hub.update_scalar('train/loss', 0.5)
     source = DualTokenViT(arch=ARCH)
     path = tmp_path / 'epoch_300.pth'
-    torch.save(dict(meta=dict(epoch=300, seed=np.int64(0)),
-                    state_dict={'backbone.' + k: v for k, v in source.state_dict().items()},
-                    message_hub=hub.state_dict()), path)
+    torch.save(
+        dict(
+            meta=dict(epoch=300, seed=np.int64(0)),
+            state_dict={
+                'backbone.' + k: v
+                for k, v in source.state_dict().items()
+            },
+            message_hub=hub.state_dict()), path)
     model = pretrained(path)
     model.init_weights()
     for key, value in source.state_dict().items():
@@ -89,8 +95,10 @@ def test_a_foreign_object_is_refused_without_running_it(tmp_path):
     state = {'backbone.' + k: v for k, v in DualTokenViT(arch=ARCH).state_dict().items()}
     path = tmp_path / 'foreign.pth'
     torch.save(dict(state_dict=state, extra=RunsWhenUnpickled(str(marker))), path)
-    with pytest.raises(RuntimeError, match='Refusing to load the pretrained checkpoint .*'
-                       'Unsupported global: GLOBAL .*RunsWhenUnpickled'):
+    with pytest.raises(
+            RuntimeError,
+            match='Refusing to load the pretrained checkpoint .*'
+            'Unsupported global: GLOBAL .*RunsWhenUnpickled'):
         pretrained(path).init_weights()
     assert not marker.exists()
 
@@ -113,8 +121,10 @@ def test_pretrained_none_and_init_cfg_none_give_the_default_init():
 def test_a_local_checkpoint_through_pretrained_loads_like_init_cfg(tmp_path):
     source = DualTokenViT(arch=ARCH)
     path = save(tmp_path / 'epoch_300.pth', source.state_dict())
-    with pytest.warns(UserWarning, match=r"pretrained=.* is deprecated.*read as init_cfg=dict\("
-                      r"type='Pretrained', checkpoint=.*epoch_300.pth', prefix='backbone.'\)"):
+    with pytest.warns(
+            UserWarning,
+            match=r"pretrained=.* is deprecated.*read as init_cfg=dict\("
+            r"type='Pretrained', checkpoint=.*epoch_300.pth', prefix='backbone.'\)"):
         model = DualTokenViT(arch=ARCH, pretrained=str(path))
     assert model.init_cfg == pretrained(path).init_cfg
     model.init_weights()
@@ -122,8 +132,9 @@ def test_a_local_checkpoint_through_pretrained_loads_like_init_cfg(tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('name', ['open-mmlab://resnet50_v1c', 'torchvision://resnet50',
-                                  'open-mmlab://resnext101_32x4d'])
+@pytest.mark.parametrize(
+    'name',
+    ['open-mmlab://resnet50_v1c', 'torchvision://resnet50', 'open-mmlab://resnext101_32x4d'])
 def test_a_model_zoo_name_through_pretrained_is_one_line_at_construction(name):
     """mmseg's stock bases set model.pretrained to their ResNet's checkpoint: refused when the
     backbone is built, in one line saying where it came from and what to set."""
@@ -141,10 +152,11 @@ def test_a_model_zoo_name_through_pretrained_is_one_line_at_construction(name):
 
 
 def test_pretrained_and_init_cfg_together_are_an_error(tmp_path):
-    with pytest.raises(BadConfigError, match="got both pretrained='a.pth' and init_cfg=.*"
-                       'keep only init_cfg'):
-        DualTokenViT(arch=ARCH, pretrained='a.pth',
-                     init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
+    with pytest.raises(
+            BadConfigError, match="got both pretrained='a.pth' and init_cfg=.*"
+            'keep only init_cfg'):
+        DualTokenViT(
+            arch=ARCH, pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
     with pytest.raises(TypeError, match='pretrained must be a checkpoint'):
         DualTokenViT(arch=ARCH, pretrained=True)
 
@@ -158,10 +170,11 @@ def test_mmseg_encoder_decoder_passes_the_line_on():
 
     def segmentor(pretrained):  # what a config gives (EncoderDecoder edits its backbone)
         return ConfigDict(
-            type='EncoderDecoder', pretrained=pretrained,
+            type='EncoderDecoder',
+            pretrained=pretrained,
             backbone=dict(type='DualTokenViT', arch=ARCH),
-            decode_head=dict(type='FCNHead', in_channels=64, in_index=2, channels=8,
-                             num_convs=1, num_classes=3))
+            decode_head=dict(
+                type='FCNHead', in_channels=64, in_index=2, channels=8, num_convs=1, num_classes=3))
 
     with DefaultScope.overwrite_default_scope('mmseg'):
         with pytest.raises(BadConfigError) as error:

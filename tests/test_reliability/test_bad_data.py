@@ -47,9 +47,13 @@ def tiny_data(tmp_path, task: str) -> str:
 def train(work: str, name: str, *options: str) -> subprocess.CompletedProcess:
     """tools/train.py on ``configs/<name>`` with a short schedule, from ``work``; the
     outcome is returned, not checked."""
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config(name),
-           '--work-dir', osp.join(work, 'work_dir'), '--cfg-options', 'randomness.seed=0',
-           'default_hooks.logger.interval=1', *SHORT[name], *options]
+    cmd = [
+        sys.executable,
+        osp.join(REPO_ROOT, 'tools', 'train.py'),
+        config(name), '--work-dir',
+        osp.join(work, 'work_dir'), '--cfg-options', 'randomness.seed=0',
+        'default_hooks.logger.interval=1', *SHORT[name], *options
+    ]
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600, env=env)
 
@@ -107,8 +111,11 @@ def test_detection_listed_image_missing(tmp_path, fault_report):
     line = assert_stopped_before_training(
         proc, f'{COCO}/annotations/instances_train2017.json',
         f'images it lists that do not exist (1): {COCO}/train2017/000003.jpg')
-    fault_report('data', fault='detection: an image the annotation file lists is missing',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    fault_report(
+        'data',
+        fault='detection: an image the annotation file lists is missing',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 MALFORMED = {
@@ -122,33 +129,42 @@ MALFORMED = {
 def test_detection_malformed_annotation(tmp_path, fault_report, damage):
     work = tiny_data(tmp_path, 'coco')
     edit, problem = MALFORMED[damage]
-    edit_json(osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
-              lambda data: edit(first_annotation_of(data, 3)))
+    edit_json(
+        osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
+        lambda data: edit(first_annotation_of(data, 3)))
     proc = train(work, 'tiny/retinanet_dualtoken_s_tiny.py')
     line = assert_stopped_before_training(proc, 'malformed annotations (1): annotation id',
                                           '(000003.jpg)', problem)
-    fault_report('data', fault=f'detection: an annotation with {damage}',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    fault_report(
+        'data',
+        fault=f'detection: an annotation with {damage}',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 def test_detection_category_id_out_of_range(tmp_path, fault_report):
     work = tiny_data(tmp_path, 'coco')
-    edit_json(osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
-              lambda data: first_annotation_of(data, 3).update(category_id=7))
+    edit_json(
+        osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
+        lambda data: first_annotation_of(data, 3).update(category_id=7))
     proc = train(work, 'tiny/retinanet_dualtoken_s_tiny.py')
     line = assert_stopped_before_training(
         proc, 'annotations with a category_id not in its categories [1, 2, 3] (1):',
         '(000003.jpg): category_id 7')
-    fault_report('data', fault='detection: an annotation whose category_id is not a category',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    fault_report(
+        'data',
+        fault='detection: an annotation whose category_id is not a category',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 def test_detection_image_without_annotations_is_skipped_and_logged(tmp_path, fault_report):
     """mmdet's convention (filter_empty_gt=True) skips it; the skip is logged with a count."""
     work = tiny_data(tmp_path, 'coco')
-    edit_json(osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
-              lambda data: data.update(annotations=[a for a in data['annotations']
-                                                    if a['image_id'] != 3]))
+    edit_json(
+        osp.join(work, COCO, 'annotations', 'instances_train2017.json'),
+        lambda data: data.update(annotations=[a for a in data['annotations']
+                                              if a['image_id'] != 3]))
     proc = train(work, 'tiny/retinanet_dualtoken_s_tiny.py', 'train_dataloader.batch_size=3')
     assert proc.returncode == 0, proc.stderr[-6000:]
     logged = re.search(r'train_dataloader\.dataset: skipping .*', proc.stdout)
@@ -159,9 +175,12 @@ def test_detection_image_without_annotations_is_skipped_and_logged(tmp_path, fau
                        "of the classes (filter_empty_gt=True, mmdet's convention): 000003.jpg")
     # 9 images in batches of 3: the epoch has 3 iterations (10 would make 4)
     assert 'Epoch(train) [1][3/3]' in proc.stdout, proc.stdout[-3000:]
-    fault_report('data', fault='detection: an image without annotations',
-                 happened=f'skipped (mmdet\'s filter_empty_gt) and logged: "{message}"; '
-                 'training ran on the other images', lost='that image')
+    fault_report(
+        'data',
+        fault='detection: an image without annotations',
+        happened=f'skipped (mmdet\'s filter_empty_gt) and logged: "{message}"; '
+        'training ran on the other images',
+        lost='that image')
 
 
 @pytest.mark.parametrize('workers', [0, 2])
@@ -179,8 +198,11 @@ def test_detection_truncated_image(tmp_path, fault_report, workers):
                     'its JPEG data stops before the end-of-image marker')
     assert not [f for f in os.listdir(osp.join(work, 'work_dir')) if f.endswith('.pth')]
     where = 'in the main process' if workers == 0 else f'in one of {workers} DataLoader workers'
-    fault_report('data', fault=f'detection: a truncated JPEG, loaded {where}',
-                 happened=f'stopped when the image was loaded: {line}', lost=WHEN_LOADED)
+    fault_report(
+        'data',
+        fault=f'detection: a truncated JPEG, loaded {where}',
+        happened=f'stopped when the image was loaded: {line}',
+        lost=WHEN_LOADED)
 
 
 # ------------------------------------------------------------ segmentation (ADE20K layout)
@@ -193,23 +215,28 @@ def test_segmentation_label_map_missing(tmp_path, fault_report):
     work = tiny_data(tmp_path, 'ade')
     os.remove(osp.join(work, LABEL))
     proc = train(work, 'tiny/fpn_dualtoken_s_ade20k_tiny.py')
-    line = assert_stopped_before_training(
-        proc, f'{ADE}/images/training', f'images without their segmentation map (1): {LABEL}')
-    fault_report('data', fault='segmentation: an image whose label map is missing',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    line = assert_stopped_before_training(proc, f'{ADE}/images/training',
+                                          f'images without their segmentation map (1): {LABEL}')
+    fault_report(
+        'data',
+        fault='segmentation: an image whose label map is missing',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 def test_segmentation_label_map_of_another_size(tmp_path, fault_report):
     work = tiny_data(tmp_path, 'ade')
     label = Image.open(osp.join(work, LABEL))
-    label.resize((label.width // 2, label.height // 2), Image.NEAREST).save(
-        osp.join(work, LABEL))
+    label.resize((label.width // 2, label.height // 2), Image.NEAREST).save(osp.join(work, LABEL))
     proc = train(work, 'tiny/fpn_dualtoken_s_ade20k_tiny.py')
     line = error_line(proc)
     assert line == (f'error: Bad segmentation map {LABEL}: it is 64x80 (height x width) but '
                     f'its image {IMAGE} is 128x160')
-    fault_report('data', fault='segmentation: a label map of another size than its image',
-                 happened=f'stopped when the sample was loaded: {line}', lost=WHEN_LOADED)
+    fault_report(
+        'data',
+        fault='segmentation: a label map of another size than its image',
+        happened=f'stopped when the sample was loaded: {line}',
+        lost=WHEN_LOADED)
 
 
 def test_segmentation_label_value_out_of_range(tmp_path, fault_report):
@@ -222,8 +249,11 @@ def test_segmentation_label_value_out_of_range(tmp_path, fault_report):
     assert line == (f'error: Bad segmentation map {LABEL}: value(s) [200] out of range: with '
                     'reduce_zero_label they become [199], neither a class index (0..4) nor '
                     'the ignore index 255')
-    fault_report('data', fault='segmentation: a label value out of range',
-                 happened=f'stopped when the sample was loaded: {line}', lost=WHEN_LOADED)
+    fault_report(
+        'data',
+        fault='segmentation: a label value out of range',
+        happened=f'stopped when the sample was loaded: {line}',
+        lost=WHEN_LOADED)
 
 
 def test_segmentation_truncated_label_map(tmp_path, fault_report):
@@ -238,8 +268,11 @@ def test_segmentation_truncated_label_map(tmp_path, fault_report):
     assert line == (f'error: Bad segmentation map {LABEL}: the file is truncated: its PNG data '
                     'stops before the IEND chunk')
     assert not [f for f in os.listdir(osp.join(work, 'work_dir')) if f.endswith('.pth')]
-    fault_report('data', fault='segmentation: a truncated label map (PNG)',
-                 happened=f'stopped when the sample was loaded: {line}', lost=WHEN_LOADED)
+    fault_report(
+        'data',
+        fault='segmentation: a truncated label map (PNG)',
+        happened=f'stopped when the sample was loaded: {line}',
+        lost=WHEN_LOADED)
 
 
 def test_undecodable_label_map_is_named(tmp_path):
@@ -253,8 +286,10 @@ def test_undecodable_label_map_is_named(tmp_path):
     path.write_bytes(b'not an image at all' * 4)
     load = LoadCheckedSegMap(reduce_zero_label=True)
     results = dict(seg_map_path=str(path), seg_fields=[], reduce_zero_label=True)
-    with pytest.raises(BadDataError, match=rf'^Bad segmentation map {re.escape(str(path))}: it '
-                                           r'cannot be decoded \(cannot identify image file'):
+    with pytest.raises(
+            BadDataError,
+            match=rf'^Bad segmentation map {re.escape(str(path))}: it '
+            r'cannot be decoded \(cannot identify image file'):
         load(results)
     with pytest.raises(BadDataError, match=r'the file does not exist$'):
         load(dict(results, seg_map_path=str(tmp_path / 'missing.png')))
@@ -283,8 +318,11 @@ def test_classification_bad_annotation_line(tmp_path, fault_report, damage, line
     edit_lines(osp.join(work, META), 3, line3)
     proc = train(work, 'tiny/dualtoken_s_in1k_tiny.py')
     line = assert_stopped_before_training(proc, META, expected)
-    fault_report('data', fault=f'classification: {damage} in meta/train.txt',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    fault_report(
+        'data',
+        fault=f'classification: {damage} in meta/train.txt',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 def test_classification_listed_image_missing(tmp_path, fault_report):
@@ -294,8 +332,11 @@ def test_classification_listed_image_missing(tmp_path, fault_report):
     line = assert_stopped_before_training(
         proc, META,
         f'images it lists that do not exist (1): {IMAGENET}/train/blue_stripes/train_000002.JPEG')
-    fault_report('data', fault='classification: an image meta/train.txt lists is missing',
-                 happened=f'stopped before training: {line}', lost=BEFORE_TRAINING)
+    fault_report(
+        'data',
+        fault='classification: an image meta/train.txt lists is missing',
+        happened=f'stopped before training: {line}',
+        lost=BEFORE_TRAINING)
 
 
 def test_truncation_check_reads_the_end_only_and_lets_pil_decide():

@@ -26,18 +26,30 @@ SLACK = 60  # start-up of the error path, a loaded machine
 
 
 def launch(tiny_workdir, tmp_path, *extra):
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1')
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT=str(free_port()),
+        OMP_NUM_THREADS='1',
+        PYTHONWARNINGS='ignore',
+        PYTHONUNBUFFERED='1')
     log = open(tmp_path / 'launch.log', 'w')
-    cmd = [osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
-           config('tiny/retinanet_dualtoken_s_tiny.py'), '2',
-           '--work-dir', str(tmp_path / 'work'), *extra, '--cfg-options',
-           # 2 processes x batch 1 x 16 images: 8 iterations per epoch, longer than the test
-           'train_dataloader.dataset.indices=16', 'train_dataloader.batch_size=1',
-           'val_dataloader.dataset.indices=2', 'train_cfg.max_epochs=4',
-           'default_hooks.logger.interval=1']
-    proc = subprocess.Popen(cmd, cwd=tiny_workdir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    cmd = [
+        osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
+        config('tiny/retinanet_dualtoken_s_tiny.py'),
+        '2',
+        '--work-dir',
+        str(tmp_path / 'work'),
+        *extra,
+        '--cfg-options',
+        # 2 processes x batch 1 x 16 images: 8 iterations per epoch, longer than the test
+        'train_dataloader.dataset.indices=16',
+        'train_dataloader.batch_size=1',
+        'val_dataloader.dataset.indices=2',
+        'train_cfg.max_epochs=4',
+        'default_hooks.logger.interval=1'
+    ]
+    proc = subprocess.Popen(cmd, cwd=tiny_workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_file = log
     return proc
 
@@ -120,7 +132,7 @@ def test_killed_rank_ends_the_launch(tiny_workdir, tmp_path, fault_report, track
         'distributed',
         fault='rank 1 of 2 killed (SIGKILL) during training (tools/dist_train.sh, CPU, gloo)',
         happened=f'torchrun stopped rank 0 (SIGTERM) and exited 1 within {bound} s; its report '
-                 "names the root cause: 'rank : 1 (local_rank: 1) exitcode : -9 (SIGKILL)'",
+        "names the root cause: 'rank : 1 (local_rank: 1) exitcode : -9 (SIGKILL)'",
         lost='the iterations since the last checkpoint (`--resume` continues)')
 
 
@@ -157,8 +169,8 @@ def test_stopped_rank_times_out(tiny_workdir, tmp_path, fault_report, tracker):
     fault_report(
         'distributed',
         fault=f'rank 1 of 2 stopped (SIGSTOP: hangs without dying) during training, '
-              f'`--dist-timeout {DIST_TIMEOUT}` (tools/dist_train.sh, CPU, gloo)',
+        f'`--dist-timeout {DIST_TIMEOUT}` (tools/dist_train.sh, CPU, gloo)',
         happened=f'rank 0 exited 1 within {survivor_bound} s with: {expected} (followed by '
-                 f"torch's message); torchrun then killed rank 1 and exited 1, within "
-                 f'{launch_bound} s in all',
+        f"torch's message); torchrun then killed rank 1 and exited 1, within "
+        f'{launch_bound} s in all',
         lost='the iterations since the last checkpoint (`--resume` continues)')

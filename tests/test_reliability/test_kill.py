@@ -24,19 +24,26 @@ import mmdualtoken  # noqa: F401  (weights_only loading of mmengine checkpoints)
 pytestmark = pytest.mark.slow  # fault injections in Runner trainings
 
 CONFIG = config('tiny/retinanet_dualtoken_s_tiny.py')
-OPTIONS = ['randomness.seed=0', 'randomness.deterministic=True',
-           'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-           'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1',
-           'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1',
-           # no validation before the end: it draws random numbers (test_resume.py)
-           'train_cfg.max_epochs=3', 'train_cfg.val_interval=3']
+OPTIONS = [
+    'randomness.seed=0',
+    'randomness.deterministic=True',
+    'train_dataloader.dataset.indices=4',
+    'train_dataloader.batch_size=2',
+    'val_dataloader.dataset.indices=2',
+    'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.interval=1',
+    'default_hooks.checkpoint.max_keep_ckpts=1',
+    # no validation before the end: it draws random numbers (test_resume.py)
+    'train_cfg.max_epochs=3',
+    'train_cfg.val_interval=3'
+]
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HOOKS_ENV = dict(PYTHONPATH=os.pathsep.join([TESTS_DIR, os.environ.get('PYTHONPATH', '')]))
 
 
 def train(work_dir, *extra, cfg=CONFIG, **kwargs):
-    return run_tool('train.py', cfg, '--work-dir', str(work_dir), *extra,
-                    '--cfg-options', *OPTIONS, **kwargs)
+    return run_tool('train.py', cfg, '--work-dir', str(work_dir), *extra, '--cfg-options', *OPTIONS,
+                    **kwargs)
 
 
 def weights(path):
@@ -75,10 +82,15 @@ def test_kill_at_a_random_moment(tiny_workdir, tmp_path, uninterrupted, fault_re
     work_dir = tmp_path / 'killed'
     delay = random.uniform(0.0, 3.0)  # after the first checkpoint: inside epoch 2 or 3
     with open(tmp_path / 'killed.log', 'w') as log:
-        proc = subprocess.Popen(
-            [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), CONFIG,
-             '--work-dir', str(work_dir), '--cfg-options', *OPTIONS],
-            cwd=tiny_workdir, env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([
+            sys.executable,
+            osp.join(REPO_ROOT, 'tools', 'train.py'), CONFIG, '--work-dir',
+            str(work_dir), '--cfg-options', *OPTIONS
+        ],
+                                cwd=tiny_workdir,
+                                env=tool_env(),
+                                stdout=log,
+                                stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 600
             while not (osp.isfile(work_dir / 'last_checkpoint')
@@ -105,9 +117,9 @@ def test_kill_at_a_random_moment(tiny_workdir, tmp_path, uninterrupted, fault_re
     fault_report(
         'kill',
         fault='tools/train.py killed (SIGKILL) at a random moment after its first checkpoint '
-              '(tiny detection config, a checkpoint every epoch, max_keep_ckpts=1)',
+        '(tiny detection config, a checkpoint every epoch, max_keep_ckpts=1)',
         happened='last_checkpoint named a complete checkpoint; `--resume` continued from it; '
-                 f'final weights bitwise equal to the uninterrupted run (all {count} tensors)',
+        f'final weights bitwise equal to the uninterrupted run (all {count} tensors)',
         lost='the iterations since the last checkpoint (re-run)')
 
 
@@ -133,8 +145,8 @@ def test_kill_while_saving(tiny_workdir, tmp_path, uninterrupted, fault_report, 
         torch.load(work_dir / temp[0], map_location='cpu', weights_only=True)
     # what --resume reads is intact: the pointer names the previous, complete checkpoint
     assert pointer(work_dir) == 'epoch_1.pth'
-    assert torch.load(work_dir / 'epoch_1.pth', map_location='cpu',
-                      weights_only=True)['meta']['epoch'] == 1
+    assert torch.load(
+        work_dir / 'epoch_1.pth', map_location='cpu', weights_only=True)['meta']['epoch'] == 1
     # killed while writing the checkpoint, there is no epoch_2.pth; while writing the
     # pointer, epoch_2.pth is complete and epoch_1.pth not yet removed
     assert (target == 'last_checkpoint') == osp.isfile(work_dir / 'epoch_2.pth')
@@ -151,9 +163,9 @@ def test_kill_while_saving(tiny_workdir, tmp_path, uninterrupted, fault_report, 
         'kill',
         fault=f'tools/train.py killed (SIGKILL) while writing {written}',
         happened='epoch_1.pth and last_checkpoint (naming it) intact, the half-written file '
-                 'only under a temporary name; `--resume` removed it and continued from '
-                 f'epoch_1.pth; final weights bitwise equal to the uninterrupted run (all '
-                 f'{count} tensors)',
+        'only under a temporary name; `--resume` removed it and continued from '
+        f'epoch_1.pth; final weights bitwise equal to the uninterrupted run (all '
+        f'{count} tensors)',
         lost='the iterations since epoch_1.pth (re-run)')
 
 
@@ -173,7 +185,7 @@ def test_resume_pointer_to_missing_checkpoint(tiny_workdir, tmp_path, fault_repo
     fault_report(
         'kill',
         fault='`--resume` with a last_checkpoint naming a checkpoint that no longer exists '
-              '(removed by hand)',
-        happened='stopped before building anything with: ' + error.replace(
-            str(work_dir), '<work_dir>'),
+        '(removed by hand)',
+        happened='stopped before building anything with: ' +
+        error.replace(str(work_dir), '<work_dir>'),
         lost='nothing')

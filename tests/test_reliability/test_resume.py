@@ -21,22 +21,36 @@ import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoi
 
 pytestmark = pytest.mark.slow  # fault injections in Runner trainings
 
-SMALL = ['randomness.seed=0', 'randomness.deterministic=True',
-         'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
-         'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1']
+SMALL = [
+    'randomness.seed=0', 'randomness.deterministic=True', 'train_dataloader.dataset.indices=4',
+    'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2',
+    'default_hooks.logger.interval=1'
+]
 
 # name: config, epoch- or iteration-based, length, where the first run stops, options
 CASES = {
-    'classification': dict(
-        config='tiny/dualtoken_s_in1k_tiny.py', by_epoch=True, total=2, stop=1,
+    'classification':
+    dict(
+        config='tiny/dualtoken_s_in1k_tiny.py',
+        by_epoch=True,
+        total=2,
+        stop=1,
         what='classification (mmpretrain; RandAugment, Mixup/CutMix, drop path; epoch-based)',
         options=['default_hooks.checkpoint.interval=1', 'train_cfg.val_interval=1']),
-    'detection': dict(
-        config='tiny/retinanet_dualtoken_s_tiny.py', by_epoch=True, total=2, stop=1,
+    'detection':
+    dict(
+        config='tiny/retinanet_dualtoken_s_tiny.py',
+        by_epoch=True,
+        total=2,
+        stop=1,
         what='detection (mmdet RetinaNet; epoch-based)',
         options=['default_hooks.checkpoint.interval=1', 'train_cfg.val_interval=1']),
-    'segmentation': dict(
-        config='tiny/fpn_dualtoken_s_ade20k_tiny.py', by_epoch=False, total=4, stop=2,
+    'segmentation':
+    dict(
+        config='tiny/fpn_dualtoken_s_ade20k_tiny.py',
+        by_epoch=False,
+        total=4,
+        stop=2,
         what='segmentation (mmseg Semantic FPN; iteration-based, InfiniteSampler)',
         options=['default_hooks.checkpoint.interval=2', 'train_cfg.val_interval=2']),
 }
@@ -45,11 +59,10 @@ CASES = {
 def stoppable_config(tmp_path, name: str) -> str:
     """The config plus StopTrainingHook (first of custom_hooks, off unless told)."""
     path = tmp_path / 'stoppable.py'
-    path.write_text(
-        f'_base_ = {config(name)!r}\n'
-        "custom_imports = dict(imports=_base_.custom_imports['imports'] + "
-        "['stop_training_hook'], allow_failed_imports=False)\n"
-        "custom_hooks = [dict(type='StopTrainingHook')] + _base_.custom_hooks\n")
+    path.write_text(f'_base_ = {config(name)!r}\n'
+                    "custom_imports = dict(imports=_base_.custom_imports['imports'] + "
+                    "['stop_training_hook'], allow_failed_imports=False)\n"
+                    "custom_hooks = [dict(type='StopTrainingHook')] + _base_.custom_hooks\n")
     return str(path)
 
 
@@ -57,12 +70,13 @@ def runs(work_dir):
     """For each run in ``work_dir``, in the order they ran: its logged [(iteration, loss)]
     and the steps (epochs or iterations) after which it validated."""
     found = []
-    for run in sorted(d for d in os.listdir(work_dir) if osp.isfile(
-            osp.join(work_dir, d, 'vis_data', 'scalars.json'))):
+    for run in sorted(
+            d for d in os.listdir(work_dir)
+            if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json'))):
         with open(osp.join(work_dir, run, 'vis_data', 'scalars.json')) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        found.append(([(r['iter'], r['loss']) for r in records if 'loss' in r],
-                      [r['step'] for r in records if 'loss' not in r]))
+        found.append(([(r['iter'], r['loss']) for r in records
+                       if 'loss' in r], [r['step'] for r in records if 'loss' not in r]))
     return found
 
 
@@ -77,20 +91,19 @@ def test_resumed_run_repeats_uninterrupted_run(tiny_workdir, tmp_path, fault_rep
     unit, length = ('epoch', 'max_epochs') if c['by_epoch'] else ('iter', 'max_iters')
     options = [*SMALL, *c['options'], f'train_cfg.{length}={c["total"]}']
     stop = f'custom_hooks.0.{"epoch" if c["by_epoch"] else "iteration"}={c["stop"]}'
-    env = dict(PYTHONPATH=os.pathsep.join(
-        p for p in (osp.join(REPO_ROOT, 'tests'), os.environ.get('PYTHONPATH')) if p))
+    env = dict(
+        PYTHONPATH=os.pathsep.join(
+            p for p in (osp.join(REPO_ROOT, 'tests'), os.environ.get('PYTHONPATH')) if p))
 
     def train(work_dir, *args):
-        proc = run_tool('train.py', cfg, '--work-dir', work_dir, *args, cwd=tiny_workdir,
-                        env=env)
+        proc = run_tool('train.py', cfg, '--work-dir', work_dir, *args, cwd=tiny_workdir, env=env)
         return proc.stdout + proc.stderr
 
     whole, split = str(tmp_path / 'whole'), str(tmp_path / 'split')
     train(whole, '--cfg-options', *options)
     train(split, '--cfg-options', *options, stop)
     # it ended at that checkpoint
-    assert sorted(f for f in os.listdir(split) if f.endswith('.pth')) == [
-        f'{unit}_{c["stop"]}.pth']
+    assert sorted(f for f in os.listdir(split) if f.endswith('.pth')) == [f'{unit}_{c["stop"]}.pth']
     log = train(split, '--resume', '--cfg-options', *options)
     assert 'Restored the random states of rank 0 of the checkpoint' in log
     if not c['by_epoch']:

@@ -26,14 +26,29 @@ MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
 def test_dynamic_export_is_verified_and_timed(tmp_path):
     """T traced at 64x96 with dynamic axes: checked at 1x3x64x96 and 2x3x73x113."""
     out = tmp_path / 'graphs' / 'tiny.onnx'  # a folder that does not exist yet
-    proc = run_tool(TOOL, '--arch', 'tiny', '--shape', '64', '96', '--dynamic', '--out',
-                    str(out), '--latency', '--runs', '3', '--threads', '1',
-                    cwd=str(tmp_path), timeout=300)
+    proc = run_tool(
+        TOOL,
+        '--arch',
+        'tiny',
+        '--shape',
+        '64',
+        '96',
+        '--dynamic',
+        '--out',
+        str(out),
+        '--latency',
+        '--runs',
+        '3',
+        '--threads',
+        '1',
+        cwd=str(tmp_path),
+        timeout=300)
     assert '[verify] ONNX Runtime against PyTorch at 1x3x64x96, 2x3x73x113' in proc.stdout
     largest = re.search(r'max \|ONNX Runtime - PyTorch\| = (\S+) over the 3 outputs', proc.stdout)
     assert largest and float(largest.group(1)) < 1e-4, proc.stdout
-    latency = re.search(r'batch 1 at 64x96, 1 intra-op thread\(s\): median (\d+\.\d+) ms, spread '
-                        r'\d+% .* over 3 runs', proc.stdout)
+    latency = re.search(
+        r'batch 1 at 64x96, 1 intra-op thread\(s\): median (\d+\.\d+) ms, spread '
+        r'\d+% .* over 3 runs', proc.stdout)
     assert latency and float(latency.group(1)) > 0, proc.stdout
     image = onnx.load(str(out)).graph.input[0]
     assert image.name == 'image'
@@ -51,8 +66,19 @@ def test_checkpoint_weights_are_what_is_exported(tmp_path):
     checkpoint['state_dict']['head.fc.weight'] = torch.zeros(4, 192)
     torch.save(checkpoint, tmp_path / 'tiny.pth')
     out = tmp_path / 'tiny.onnx'
-    proc = run_tool(TOOL, '--arch', 'tiny', '--checkpoint', 'tiny.pth', '--shape', '64', '64',
-                    '--out', str(out), cwd=str(tmp_path), timeout=300)
+    proc = run_tool(
+        TOOL,
+        '--arch',
+        'tiny',
+        '--checkpoint',
+        'tiny.pth',
+        '--shape',
+        '64',
+        '64',
+        '--out',
+        str(out),
+        cwd=str(tmp_path),
+        timeout=300)
     assert 'loaded 525 backbone tensors from tiny.pth' in proc.stdout
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -63,8 +89,16 @@ def test_checkpoint_weights_are_what_is_exported(tmp_path):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
-    proc = run_tool(TOOL, '--arch', 'tiny', '--checkpoint', 'work_dirs/none.pth', '--out',
-                    'x.onnx', cwd=str(tmp_path), check=False)
+    proc = run_tool(
+        TOOL,
+        '--arch',
+        'tiny',
+        '--checkpoint',
+        'work_dirs/none.pth',
+        '--out',
+        'x.onnx',
+        cwd=str(tmp_path),
+        check=False)
     assert proc.returncode == 1
     assert proc.stderr == 'error: --checkpoint: checkpoint not found: work_dirs/none.pth\n'
     assert not (tmp_path / 'x.onnx').exists()
@@ -80,8 +114,10 @@ def test_bad_arguments_and_a_missing_onnxruntime_are_launch_errors(tmp_path, mon
     with pytest.raises(LaunchError, match=r'--shape 16 64: the backbone needs H, W >= 32'):
         tool.main(['--shape', '16', '64', '--out', out])
     torch.save(dict(state_dict=DualTokenViT(arch='tiny').state_dict()), tmp_path / 't.pth')
-    with pytest.raises(LaunchError, match=r"t.pth: This checkpoint is not a DualTokenViT "
-                       r"arch='small' backbone"):
+    with pytest.raises(
+            LaunchError,
+            match=r"t.pth: This checkpoint is not a DualTokenViT "
+            r"arch='small' backbone"):
         tool.main(['--arch', 'small', '--checkpoint', str(tmp_path / 't.pth'), '--out', out])
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import onnxruntime fails
     with pytest.raises(LaunchError, match='onnxruntime is not installed'):
@@ -98,8 +134,10 @@ def test_a_graph_that_differs_from_pytorch_fails_verification(tmp_path):
     assert tool.verify(model, session, [(1, 64, 64)]) < 1e-4
     with torch.no_grad():
         model.norm2.bias += 1e-3  # PyTorch's model moves away from the exported graph
-    with pytest.raises(OnnxMismatchError, match=r'stride32 at 1x3x64x64: ONNX Runtime '
-                       r'differs from PyTorch by up to 0.001'):
+    with pytest.raises(
+            OnnxMismatchError,
+            match=r'stride32 at 1x3x64x64: ONNX Runtime '
+            r'differs from PyTorch by up to 0.001'):
         tool.verify(model, session, [(1, 64, 64)])
 
 
@@ -108,8 +146,19 @@ def test_dynamo_exporter_writes_one_file_with_fused_attention_and_gelu(tmp_path)
     """--exporter dynamo: opset 23, ONNX's own Attention and Gelu nodes (no erf or softmax
     decompositions), the weights inside the one file, checked in ONNX Runtime."""
     out = tmp_path / 'tiny_dynamo.onnx'
-    proc = run_tool(TOOL, '--arch', 'tiny', '--shape', '64', '96', '--exporter', 'dynamo',
-                    '--out', str(out), cwd=str(tmp_path), timeout=300)
+    proc = run_tool(
+        TOOL,
+        '--arch',
+        'tiny',
+        '--shape',
+        '64',
+        '96',
+        '--exporter',
+        'dynamo',
+        '--out',
+        str(out),
+        cwd=str(tmp_path),
+        timeout=300)
     assert 'torch.export-based exporter, opset 23, fixed shape' in proc.stdout
     assert '[verify] ONNX Runtime against PyTorch at 1x3x64x96' in proc.stdout
     assert 'Skipping constant folding' not in proc.stdout + proc.stderr
@@ -130,8 +179,10 @@ def test_dynamo_exporter_errors_name_the_way_out(tmp_path, monkeypatch):
     with pytest.raises(LaunchError, match='--dynamic needs --exporter torchscript'):
         tool.main(['--exporter', 'dynamo', '--dynamic', '--out', out])
     monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript fails
-    with pytest.raises(LaunchError, match='--exporter dynamo: the torch.export-based exporter '
-                       r'needs onnxscript \(pip install onnxscript\); --exporter torchscript'):
+    with pytest.raises(
+            LaunchError,
+            match='--exporter dynamo: the torch.export-based exporter '
+            r'needs onnxscript \(pip install onnxscript\); --exporter torchscript'):
         tool.main(['--arch', 'tiny', '--exporter', 'dynamo', '--out', out])
     assert not (tmp_path / 'x.onnx').exists()
 
@@ -139,8 +190,8 @@ def test_dynamo_exporter_errors_name_the_way_out(tmp_path, monkeypatch):
 def identity_graph(path: str) -> str:
     tensor = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
     out = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'identity',
-                              [tensor], [out])
+    graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'identity', [tensor],
+                              [out])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
     return path
 
@@ -170,8 +221,9 @@ def test_export_is_of_the_eval_graph_and_leaves_the_mode(tmp_path):
     """A model in training mode is exported as deployed (BatchNorm on its running statistics,
     no dropout), under the given output names, and is left in training mode."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
-                                torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Dropout(0.5),
+        torch.nn.AdaptiveAvgPool2d(1))
     with torch.no_grad():
         model[1].running_mean.uniform_(-1, 1)
         model[1].running_var.uniform_(0.5, 2)
@@ -192,8 +244,16 @@ def test_torchscript_export_passes_dynamo_only_where_torch_has_it(tmp_path, monk
     TorchScript export passes ``dynamo=False`` only where the signature has it."""
     seen = []
 
-    def export_21(model, args, f, export_params=True, verbose=False, training=None,
-                  input_names=None, output_names=None, opset_version=None, dynamic_axes=None):
+    def export_21(model,
+                  args,
+                  f,
+                  export_params=True,
+                  verbose=False,
+                  training=None,
+                  input_names=None,
+                  output_names=None,
+                  opset_version=None,
+                  dynamic_axes=None):
         seen.append(dict(opset_version=opset_version, dynamic_axes=dynamic_axes))
 
     def export_new(model, args, f, *, dynamo=True, **kwargs):
@@ -219,6 +279,5 @@ def test_importing_the_package_imports_no_onnx():
     ``import mmdualtoken`` nor by ``import mmdualtoken.deploy``."""
     code = ('import sys, mmdualtoken, mmdualtoken.deploy; '
             'print(sorted({"onnx", "onnxscript", "onnxruntime"} & set(sys.modules)))')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout + out.stderr

@@ -45,10 +45,20 @@ def test_every_fault_test_has_a_row_and_every_row_a_test():
 
 def test_render_groups_rows_by_section_and_refuses_unknown_sections():
     tool = load_tool('analysis/reliability.py')
-    rows = [dict(section='kill', fault='SIGKILL | now', happened='resumed', lost='nothing',
-                 test='tests/test_reliability/test_kill.py::test_a'),
-            dict(section='resume', fault='stopped', happened='equal', lost='nothing',
-                 test='tests/test_reliability/test_resume.py::test_b')]
+    rows = [
+        dict(
+            section='kill',
+            fault='SIGKILL | now',
+            happened='resumed',
+            lost='nothing',
+            test='tests/test_reliability/test_kill.py::test_a'),
+        dict(
+            section='resume',
+            fault='stopped',
+            happened='equal',
+            lost='nothing',
+            test='tests/test_reliability/test_resume.py::test_b')
+    ]
     text = tool.render(rows)
     assert text.index('## Interrupted and resumed runs') < text.index('## Killed processes')
     assert '| SIGKILL / now | resumed | nothing | ' in text  # a | would break the table

@@ -1,6 +1,5 @@
 """The MAC counter counts attention, and the archs land on the paper's budgets."""
 import pytest
-import torch
 import torch.nn as nn
 
 from mmdualtoken.models import DualTokenViT
@@ -9,6 +8,7 @@ from mmdualtoken.utils import count_complexity
 
 
 class Wrap(nn.Module):
+
     def __init__(self, attn):
         super().__init__()
         self.attn = attn
@@ -35,6 +35,7 @@ def test_archs_within_5_percent_of_the_paper(arch, target):
 
 
 def test_ablation_directions_of_the_paper():
+
     def count(**kwargs):
         return count_complexity(DualTokenViT(**kwargs))
 
@@ -55,8 +56,8 @@ def test_complexity_tool_renders_the_tables_with_delta_ratios():
 
     from helpers import REPO_ROOT, load_tool
     tool = load_tool('analysis/complexity.py')
-    row = tool.measure(dict(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1],
-                                      num_heads=[1, 2, 4])))
+    row = tool.measure(
+        dict(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])))
     assert row['macs_det_budget'] < row['macs_det']
     assert row['factor'] > row['factor_budget']
     # the ablation rows are exactly the configs of configs/ablations/

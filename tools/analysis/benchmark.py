@@ -41,26 +41,42 @@ from mmdualtoken.deploy.onnx_export import EXPORTERS, dynamo_export_missing, ort
 from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-OURS = {'DualToken-ViT-T': 'configs/dualtoken_t_in1k.py',
-        'DualToken-ViT-S': 'configs/dualtoken_s_in1k.py'}
-PEERS = {'ResNet-18': 'resnet18_8xb32_in1k',
-         'EdgeNeXt-small': 'edgenext-small_3rdparty_in1k',
-         'EfficientFormer-L1': 'efficientformer-l1_3rdparty_8xb128_in1k',
-         'ConvNeXt-V2-femto': 'convnext-v2-femto_3rdparty-fcmae_in1k'}
+OURS = {
+    'DualToken-ViT-T': 'configs/dualtoken_t_in1k.py',
+    'DualToken-ViT-S': 'configs/dualtoken_s_in1k.py'
+}
+PEERS = {
+    'ResNet-18': 'resnet18_8xb32_in1k',
+    'EdgeNeXt-small': 'edgenext-small_3rdparty_in1k',
+    'EfficientFormer-L1': 'efficientformer-l1_3rdparty_8xb128_in1k',
+    'ConvNeXt-V2-femto': 'convnext-v2-femto_3rdparty-fcmae_in1k'
+}
 FUSED = ' + fuse_for_cpu'
 # RetinaNet backbones, None: the config's; else (backbone, neck in_channels): mmdet's R18
-DET_BACKBONES = {'DualToken-ViT-S': None,
-                 'ResNet-18': (dict(type='ResNet', depth=18, num_stages=4, out_indices=(1, 2, 3),
-                                    frozen_stages=1, norm_cfg=dict(type='BN', requires_grad=True),
-                                    norm_eval=True, style='pytorch'), [128, 256, 512])}
+DET_BACKBONES = {
+    'DualToken-ViT-S':
+    None,
+    'ResNet-18': (dict(
+        type='ResNet',
+        depth=18,
+        num_stages=4,
+        out_indices=(1, 2, 3),
+        frozen_stages=1,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=True,
+        style='pytorch'), [128, 256, 512])
+}
 log = functools.partial(print, file=sys.stderr, flush=True)  # progress, beside tqdm's bars
 try:  # progress bars where tqdm is installed; the bare GPU machine may lack it
     from tqdm import tqdm
 except ImportError:
+
     def tqdm(iterable, **_):
         return iterable
-QUICK = dict(batch=2, repeats=1, warmup=1, onnx_repeats=2, det_size=(96, 128), det_batch=1,
-             det_repeats=1)
+
+
+QUICK = dict(
+    batch=2, repeats=1, warmup=1, onnx_repeats=2, det_size=(96, 128), det_batch=1, det_repeats=1)
 
 
 def interleaved(fns: dict, warmup: int, repeats: int, desc: str) -> dict:
@@ -133,6 +149,7 @@ def training_step(model, loss, scaler=None):
             scaler.scale(loss()).backward()
             scaler.step(optimizer)
             scaler.update()
+
     return run
 
 
@@ -164,9 +181,13 @@ def detector_step_fn(model, batch: int, size: tuple):
     (h, w), padded = size, tuple(-(-s // 32) * 32 for s in size)
     samples = []
     for _ in range(batch):
-        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                                             pad_shape=padded, batch_input_shape=padded,
-                                             scale_factor=(1., 1.)))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w),
+                ori_shape=(h, w),
+                pad_shape=padded,
+                batch_input_shape=padded,
+                scale_factor=(1., 1.)))
         sample.gt_instances = InstanceData(
             bboxes=torch.tensor([[w * .1, h * .1, w * .4, h * .6]]), labels=torch.tensor([3]))
         samples.append(sample)
@@ -179,8 +200,9 @@ def training_worker(kind: str, name: str, batch: int, size: tuple, threads: int)
     runs them on the CPU: the process function of the peak-memory measurement."""
     torch.set_num_threads(threads)
     keep_freed_cpu_memory(logger='silent')
-    step = (train_step_fn(build(name), batch, size) if kind == 'cls' else
-            detector_step_fn(build_detector(name), batch, size))
+    step = (
+        train_step_fn(build(name), batch, size) if kind == 'cls' else detector_step_fn(
+            build_detector(name), batch, size))
     for _ in range(2):  # the second step holds the optimizer state and the gradients
         step()
 
@@ -195,8 +217,11 @@ def onnx_latency(models: dict, args) -> dict:
             log(f'ONNX export ({args.exporter}): {name}')
             path = osp.join(tmp, f'{i}.onnx')
             try:
-                export_onnx(model, path, (args.size, args.size), exporter=args.exporter,
-                            output_names=['scores'])
+                export_onnx(
+                    model,
+                    path, (args.size, args.size),
+                    exporter=args.exporter,
+                    output_names=['scores'])
             except Exception as e:  # one model's exporter failure is a result too
                 result[name] = f'export failed: {type(e).__name__}'
                 log(f'{name}: {result[name]}: {e}')
@@ -211,28 +236,37 @@ def cpu_benchmark(args) -> dict:
     torch.set_num_threads(args.threads)
     size, batch = (args.size, args.size), args.batch
     models = {n: build(n) for n in tqdm(args.models, desc='building', file=sys.stderr)}
-    res = dict(params={n: sum(p.numel() for p in m.parameters()) / 1e6
-                       for n, m in models.items()})
-    infer = {r: models[r] if r in models else fuse_for_cpu(copy.deepcopy(models[r[:-len(FUSED)]]))
-             for r in args.rows}
-    times = interleaved({n: inference_fn(m, batch, size) for n, m in infer.items()},
-                        args.warmup, args.repeats, f'inference, batch {batch}')
+    res = dict(params={n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in models.items()})
+    infer = {
+        r: models[r] if r in models else fuse_for_cpu(copy.deepcopy(models[r[:-len(FUSED)]]))
+        for r in args.rows
+    }
+    times = interleaved({
+        n: inference_fn(m, batch, size)
+        for n, m in infer.items()
+    }, args.warmup, args.repeats, f'inference, batch {batch}')
     res['throughput'] = summarise(times, lambda s: batch / s)
-    times = interleaved({n: inference_fn(m, 1, size) for n, m in infer.items()},
-                        args.warmup, args.repeats, 'inference, batch 1')
+    times = interleaved({
+        n: inference_fn(m, 1, size)
+        for n, m in infer.items()
+    }, args.warmup, args.repeats, 'inference, batch 1')
     res['latency'] = summarise(times, lambda s: s * 1e3)
     if not args.skip_onnx:
         res['onnx'] = onnx_latency(models, args)
     del infer
     keep_freed_cpu_memory(logger='silent')  # from here on, as tools/train.py on the CPU
-    times = interleaved({n: train_step_fn(m, batch, size) for n, m in models.items()},
-                        args.warmup, args.repeats, f'training step, batch {batch}')
+    times = interleaved({
+        n: train_step_fn(m, batch, size)
+        for n, m in models.items()
+    }, args.warmup, args.repeats, f'training step, batch {batch}')
     res['train'] = summarise(times, lambda s: batch / s)
     del models, times
     jobs = [('cls', n, batch, size) for n in args.models]
     if not args.skip_det:
-        dets = {n: detector_step_fn(build_detector(n), args.det_batch, args.det_size)
-                for n in DET_BACKBONES}
+        dets = {
+            n: detector_step_fn(build_detector(n), args.det_batch, args.det_size)
+            for n in DET_BACKBONES
+        }
         times = interleaved(dets, args.warmup, args.det_repeats, 'RetinaNet iteration')
         res['det'] = summarise(times)
         del dets, times
@@ -240,8 +274,8 @@ def cpu_benchmark(args) -> dict:
     if not args.skip_memory:
         for kind, name, *job in jobs:
             log(f'peak memory, {"training step" if kind == "cls" else "RetinaNet"}: {name}')
-            res.setdefault(f'{kind}_peak', {})[name] = peak_rss_gib(
-                training_worker, kind, name, *job, args.threads)
+            res.setdefault(f'{kind}_peak', {})[name] = peak_rss_gib(training_worker, kind, name,
+                                                                    *job, args.threads)
     return res
 
 
@@ -256,8 +290,9 @@ def cell(res: dict, section: str, name: str, fmt: str = '.1f') -> str:
 def table(res: dict, header: list, rows: list, columns: list) -> list:
     """Markdown lines: ``header``, then per row its name and a cell per (section, format)."""
     lines = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
-    return lines + [f'| {n} | ' + ' | '.join(cell(res, s, n, f) for s, f in columns) + ' |'
-                    for n in rows]
+    return lines + [
+        f'| {n} | ' + ' | '.join(cell(res, s, n, f) for s, f in columns) + ' |' for n in rows
+    ]
 
 
 def machine() -> str:
@@ -277,41 +312,51 @@ def render(res: dict, args) -> str:
     onnx = (f'ONNX Runtime {version("onnxruntime")}: exported by '
             f'`mmdualtoken.deploy.export_onnx` ({args.exporter} exporter), {args.threads} '
             f'intra-op threads, {args.onnx_repeats} rounds.' if 'onnx' in res else '')
-    lines = ['# CPU benchmark', '',
-             f'Generated by `python tools/analysis/benchmark.py {" ".join(args.argv)}`: one '
-             'run on one machine; compare figures within it, not across runs.', '',
-             f'- Machine: {machine()}.',
-             f'- Threads: {args.threads}; {args.warmup} warm-up call(s), then {args.repeats} '
-             'interleaved round(s) (each model once per round); a figure is the median, the '
-             'spread in brackets is (max - min) / median.', '', f'## Inference, fp32, {s}', '',
-             '"+ fuse_for_cpu": the model converted by `mmdualtoken.deploy.fuse_for_cpu` (BN '
-             f'folded into the convs, GELU fused into the Linear and conv kernels). {onnx}', '']
-    lines += table(res, ['model', 'params (M)', f'img/s, batch {b}', 'ms, batch 1',
-                         'ONNX Runtime ms, batch 1'], args.rows,
-                   [('params', '.2f'), ('throughput', '.1f'), ('latency', '.1f'), ('onnx', '.1f')])
+    lines = [
+        '# CPU benchmark', '',
+        f'Generated by `python tools/analysis/benchmark.py {" ".join(args.argv)}`: one '
+        'run on one machine; compare figures within it, not across runs.', '',
+        f'- Machine: {machine()}.',
+        f'- Threads: {args.threads}; {args.warmup} warm-up call(s), then {args.repeats} '
+        'interleaved round(s) (each model once per round); a figure is the median, the '
+        'spread in brackets is (max - min) / median.', '', f'## Inference, fp32, {s}', '',
+        '"+ fuse_for_cpu": the model converted by `mmdualtoken.deploy.fuse_for_cpu` (BN '
+        f'folded into the convs, GELU fused into the Linear and conv kernels). {onnx}', ''
+    ]
+    lines += table(res, [
+        'model', 'params (M)', f'img/s, batch {b}', 'ms, batch 1', 'ONNX Runtime ms, batch 1'
+    ], args.rows, [('params', '.2f'), ('throughput', '.1f'), ('latency', '.1f'), ('onnx', '.1f')])
     ips = {n: v[0] for n, v in res['throughput'].items()}
     if ours in ips and peer in ips:
-        lines += ['', f'At batch {b}, {ours}{FUSED} runs at {ips[ours + FUSED] / ips[peer]:.2f}x '
-                  f'{peer}\'s throughput ({ips[ours] / ips[peer]:.2f}x plain).']
-    lines += ['', f'## Training step, {s}, batch {b}', '',
-              'Forward, cross-entropy, backward and AdamW step of the plain model, freed '
-              'memory kept in the heap as tools/train.py trains on the CPU. Peak memory: the '
-              'resident set of a fresh process that builds the model and runs two steps '
-              '(Python and torch included).', '']
-    lines += table(res, ['model', 'img/s', 'peak memory (GiB)'], args.models,
-                   [('train', '.1f'), ('cls_peak', '.2f')])
+        lines += [
+            '', f'At batch {b}, {ours}{FUSED} runs at {ips[ours + FUSED] / ips[peer]:.2f}x '
+            f'{peer}\'s throughput ({ips[ours] / ips[peer]:.2f}x plain).'
+        ]
+    lines += [
+        '', f'## Training step, {s}, batch {b}', '',
+        'Forward, cross-entropy, backward and AdamW step of the plain model, freed '
+        'memory kept in the heap as tools/train.py trains on the CPU. Peak memory: the '
+        'resident set of a fresh process that builds the model and runs two steps '
+        '(Python and torch included).', ''
+    ]
+    lines += table(res, ['model', 'img/s', 'peak memory (GiB)'], args.models, [('train', '.1f'),
+                                                                               ('cls_peak', '.2f')])
     if 'det' in res:
-        lines += ['', f'## RetinaNet training iteration, {args.det_size[1]}x{args.det_size[0]}, '
-                  f'batch {args.det_batch}', '',
-                  'configs/retinanet_dualtoken_s.py (FPN neck, RetinaNet head): losses, '
-                  'backward and AdamW step; DualToken-ViT-S with the config\'s token budget, '
-                  'ResNet-18 as mmdet trains it (stem and stage 1 frozen, BN in eval mode). '
-                  'Peak memory as above.', '']
+        lines += [
+            '', f'## RetinaNet training iteration, {args.det_size[1]}x{args.det_size[0]}, '
+            f'batch {args.det_batch}', '',
+            'configs/retinanet_dualtoken_s.py (FPN neck, RetinaNet head): losses, '
+            'backward and AdamW step; DualToken-ViT-S with the config\'s token budget, '
+            'ResNet-18 as mmdet trains it (stem and stage 1 frozen, BN in eval mode). '
+            'Peak memory as above.', ''
+        ]
         lines += table(res, ['backbone', 's / iteration', 'peak memory (GiB)'], DET_BACKBONES,
                        [('det', '.3f'), ('det_peak', '.2f')])
-    lines += ['', '## Rerun', '', '    python tools/analysis/benchmark.py --out docs/benchmark.md',
-              '', 'Options: `--threads N`, `--models ...`, `--skip-onnx`, `--skip-det`, '
-              '`--skip-memory`, `--det-size H W`; `--quick` runs everything at tiny sizes.']
+    lines += [
+        '', '## Rerun', '', '    python tools/analysis/benchmark.py --out docs/benchmark.md', '',
+        'Options: `--threads N`, `--models ...`, `--skip-onnx`, `--skip-det`, '
+        '`--skip-memory`, `--det-size H W`; `--quick` runs everything at tiny sizes.'
+    ]
     if args.out:
         lines += ['', f'![throughput and latency]({osp.splitext(osp.basename(args.out))[0]}.png)']
     return '\n'.join(lines) + '\n'
@@ -329,8 +374,10 @@ def plot(res: dict, args, path: str) -> None:
     onnx = [res.get('onnx', {}).get(n) for n in rows]
     left.barh(y, [res['throughput'][n][0] for n in rows], color=colours)
     right.barh([i - .2 for i in y], [res['latency'][n][0] for n in rows], .4, color=colours)
-    right.barh([i + .2 for i in y], [v[0] if isinstance(v, tuple) else 0 for v in onnx], .4,
-               color=colours, alpha=.4)
+    right.barh([i + .2 for i in y], [v[0] if isinstance(v, tuple) else 0 for v in onnx],
+               .4,
+               color=colours,
+               alpha=.4)
     left.set(yticks=y, yticklabels=rows, xlabel=f'img/s, batch {args.batch} (higher is better)')
     right.set(xlabel='ms, batch 1: PyTorch (solid), ONNX Runtime (light)')
     left.invert_yaxis()
@@ -343,20 +390,35 @@ def plot(res: dict, args, path: str) -> None:
 
 # ------------------------------------------------------------------------------------- gpu
 DET_CFG = 'configs/_base_/models/dualtoken_s_det_backbone.py'
-TIMM = {'ResNet-18': 'resnet18', 'EdgeNeXt-small': 'edgenext_small',
-        'EfficientFormer-L1': 'efficientformer_l1', 'ConvNeXt-V2-femto': 'convnextv2_femto'}
+TIMM = {
+    'ResNet-18': 'resnet18',
+    'EdgeNeXt-small': 'edgenext_small',
+    'EfficientFormer-L1': 'efficientformer_l1',
+    'ConvNeXt-V2-femto': 'convnextv2_femto'
+}
 # peer backbones at 1333x800, outputs at strides 8-32: (mmpretrain overrides, timm indices)
-DET_PEERS = {'ResNet-18': (dict(out_indices=(1, 2, 3)), (2, 3, 4)),
-             'EdgeNeXt-small': (dict(out_indices=(1, 2, 3), gap_before_final_norm=False),
-                                (1, 2, 3))}
-GPU_QUICK = dict(size=64, batch=2, infer_batch=2, det_size=(96, 128), det_batch=1, warmup=1,
-                 repeats=1, amp_steps=3, amp_batch=2, budget=4, compile_backend='eager')
+DET_PEERS = {
+    'ResNet-18': (dict(out_indices=(1, 2, 3)), (2, 3, 4)),
+    'EdgeNeXt-small': (dict(out_indices=(1, 2, 3), gap_before_final_norm=False), (1, 2, 3))
+}
+GPU_QUICK = dict(
+    size=64,
+    batch=2,
+    infer_batch=2,
+    det_size=(96, 128),
+    det_batch=1,
+    warmup=1,
+    repeats=1,
+    amp_steps=3,
+    amp_batch=2,
+    budget=4,
+    compile_backend='eager')
 TOLERANCE = 1e-4  # fp32 on the device vs the CPU: ||a - b|| / ||b|| of each output
 # SDPA implementations by profiler names (aten ops, CUDA kernels), the first match winning:
 # cuDNN's kernel names also say 'flash'
 SDPA_KINDS = (('cudnn', ('cudnn_attention', 'fort_native_sdpa')), ('flash', ('flash', )),
-              ('memory-efficient', ('efficient_attention', 'memeffattention', 'fmha_cutlass')),
-              ('math', ('attention_math', )))
+              ('memory-efficient', ('efficient_attention', 'memeffattention',
+                                    'fmha_cutlass')), ('math', ('attention_math', )))
 HALF = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
@@ -380,8 +442,8 @@ def ours(name: str, det: dict = None) -> torch.nn.Module:
         cfg.update(arch=arch, init_cfg=None, **det)
         net = DualTokenViT(**{k: v for k, v in cfg.items() if k != 'type'})
     net.init_weights()
-    return net if det is not None else torch.nn.Sequential(net, LinearHead(net.embed_dims[-1],
-                                                                           1000))
+    return net if det is not None else torch.nn.Sequential(net, LinearHead(
+        net.embed_dims[-1], 1000))
 
 
 @functools.lru_cache(None)
@@ -405,20 +467,23 @@ def peer(name: str, det: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     if peer_source().startswith('mmpretrain'):
         from mmpretrain.apis import get_model
-        model = get_model(PEERS[name], pretrained=False,
-                          **dict(backbone=DET_PEERS[name][0]) if det else {})
+        model = get_model(
+            PEERS[name], pretrained=False, **dict(backbone=DET_PEERS[name][0]) if det else {})
         return model.backbone if det else model
     if not peer_source().startswith('timm'):
         raise ImportError(peer_source())
     import timm
-    return timm.create_model(TIMM[name], pretrained=False, **dict(
-        features_only=True, out_indices=DET_PEERS[name][1]) if det else {})
+    return timm.create_model(
+        TIMM[name],
+        pretrained=False,
+        **dict(features_only=True, out_indices=DET_PEERS[name][1]) if det else {})
 
 
 def step_fn(model, x, y, dtype, scaler=None, losses=None):
     """:func:`training_step` under ``dtype`` autocast on ``x``'s device: cross-entropy against
     ``y``, or for a backbone (``y`` None) the sum of its outputs' means; each loss appended to
     ``losses`` where given."""
+
     def loss():
         with torch.autocast(x.device.type, dtype):
             out = model(x)
@@ -426,6 +491,7 @@ def step_fn(model, x, y, dtype, scaler=None, losses=None):
         if losses is not None:
             losses.append(value.item())
         return value
+
     model.to(x.device).train()  # (mmpretrain's ResNet.train returns None)
     return training_step(model, loss, scaler)
 
@@ -437,6 +503,7 @@ def infer_fn(model, x, dtype):
     def run():
         with torch.no_grad(), torch.autocast(x.device.type, dtype, enabled=dtype is not None):
             model(x)
+
     return run
 
 
@@ -461,8 +528,8 @@ def timed(res: dict, key: str, makers: dict, args, scale, desc: str) -> None:
             res[key + '_first'][name] = time.perf_counter() - start
             fns[name] = fn
             fn()
-            res[key + '_peak'][name] = ((torch.cuda.max_memory_allocated() - base) / 2**30
-                                        if cuda else 'CUDA only')
+            res[key + '_peak'][name] = ((torch.cuda.max_memory_allocated() - base) /
+                                        2**30 if cuda else 'CUDA only')
         except Exception as e:  # a model that cannot run here is a row that says why
             fns.pop(name, None)
             res[key][name] = f'not run: {type(e).__name__}: {str(e).splitlines()[0][:150]}'
@@ -510,8 +577,9 @@ def sdpa_profile(model, x, dtype) -> str:
         run()
         if x.is_cuda:
             torch.cuda.synchronize()
-    return '; '.join(f'{k}: ' + ', '.join(f'`{n[:70]}`' for n in sorted(set(v))[:3]) for k, v in
-                     sdpa_kinds(e.key for e in p.key_averages()).items()) or 'no SDPA call found'
+    return '; '.join(f'{k}: ' + ', '.join(f'`{n[:70]}`' for n in sorted(set(v))[:3])
+                     for k, v in sdpa_kinds(
+                         e.key for e in p.key_averages()).items()) or 'no SDPA call found'
 
 
 def gpu_benchmark(args) -> dict:
@@ -539,8 +607,15 @@ def gpu_benchmark(args) -> dict:
     MMLogger.get_instance('benchmark', log_level='WARNING')  # no init_weights reports
     dev, (h, w), S, bf16 = args.device, args.det_size, 'DualToken-ViT-S', torch.bfloat16
     size, budget = (args.size, args.size), args.budget or ours(S, {}).max_global_tokens
-    res = dict(machine=gpu_machine(dev), budget=budget, peers=peer_source(), fp32={}, ok={},
-               bf16={}, fp16={}, sdpa={})
+    res = dict(
+        machine=gpu_machine(dev),
+        budget=budget,
+        peers=peer_source(),
+        fp32={},
+        ok={},
+        bf16={},
+        fp16={},
+        sdpa={})
     log('correctness: fp32 on the device vs the CPU (TF32 off), autocast vs fp32, SDPA')
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -562,8 +637,10 @@ def gpu_benchmark(args) -> dict:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
     def batch(hw, n, labels=True):
-        return (torch.rand(n, 3, *hw, device=dev),
-                torch.randint(0, 1000, (n, ), device=dev) if labels else None)
+        return (torch.rand(n, 3, *hw,
+                           device=dev), torch.randint(0, 1000,
+                                                      (n, ), device=dev) if labels else None)
+
     x, y = batch(size, args.amp_batch)
     for name, half in itertools.product(OURS, HALF):
         log(f'AMP training, {half}: {name}')
@@ -578,28 +655,48 @@ def gpu_benchmark(args) -> dict:
                 'yes' if value else 'no'
     del x, y, step
     models = {n: functools.partial(ours if n in OURS else peer, n) for n in args.models}
-    timed(res, 'train', {n: lambda m=m: step_fn(m(), *batch(size, args.batch), bf16)
-                         for n, m in models.items()}, args, lambda t: args.batch / t, 'training')
-    timed(res, 'infer', {n: lambda m=m: infer_fn(m(), batch(size, args.infer_batch)[0],
-                                                 torch.float16) for n, m in models.items()},
-          args, lambda t: args.infer_batch / t, 'inference')
-    dets = {'no token budget': dict(max_global_tokens=None),
-            f'at most {budget} global tokens': dict(max_global_tokens=budget),
-            f'at most {budget} global tokens, with_cp': dict(max_global_tokens=budget,
-                                                             with_cp=True)}
-    dets = {**{f'{S}, {r}': functools.partial(ours, S, d) for r, d in dets.items()},
-            **{n: functools.partial(peer, n, True) for n in DET_PEERS if n in models}}
-    timed(res, 'det', {r: lambda m=m: step_fn(m(), *batch((h, w), args.det_batch, False), bf16)
-                       for r, m in dets.items()}, args, lambda t: t * 1e3, 'backbone step')
+    timed(res, 'train', {
+        n: lambda m=m: step_fn(m(), *batch(size, args.batch), bf16)
+        for n, m in models.items()
+    }, args, lambda t: args.batch / t, 'training')
+    timed(
+        res, 'infer', {
+            n: lambda m=m: infer_fn(m(),
+                                    batch(size, args.infer_batch)[0], torch.float16)
+            for n, m in models.items()
+        }, args, lambda t: args.infer_batch / t, 'inference')
+    dets = {
+        'no token budget': dict(max_global_tokens=None),
+        f'at most {budget} global tokens': dict(max_global_tokens=budget),
+        f'at most {budget} global tokens, with_cp': dict(max_global_tokens=budget, with_cp=True)
+    }
+    dets = {
+        **{
+            f'{S}, {r}': functools.partial(ours, S, d)
+            for r, d in dets.items()
+        },
+        **{
+            n: functools.partial(peer, n, True)
+            for n in DET_PEERS if n in models
+        }
+    }
+    timed(
+        res, 'det', {
+            r: lambda m=m: step_fn(m(), *batch((h, w), args.det_batch, False), bf16)
+            for r, m in dets.items()
+        }, args, lambda t: t * 1e3, 'backbone step')
 
     def compiled():
         if not hasattr(torch, 'compile'):
             raise RuntimeError(f'torch {torch.__version__} has no torch.compile')
-        return step_fn(torch.compile(ours(S), backend=args.compile_backend),
-                       *batch(size, args.batch), bf16)
-    timed(res, 'compile', {'eager': lambda: step_fn(ours(S), *batch(size, args.batch), bf16),
-                           f'torch.compile, backend {args.compile_backend}': compiled},
-          args, lambda t: args.batch / t, 'torch.compile')
+        return step_fn(
+            torch.compile(ours(S), backend=args.compile_backend), *batch(size, args.batch), bf16)
+
+    timed(
+        res, 'compile', {
+            'eager': lambda: step_fn(ours(S), *batch(size, args.batch), bf16),
+            f'torch.compile, backend {args.compile_backend}': compiled
+        }, args, lambda t: args.batch / t, 'torch.compile')
     return res
 
 
@@ -616,10 +713,10 @@ def goals(res: dict, args) -> dict:
     """{goal: (measured, whether within it)}: DualToken-ViT-S against EdgeNeXt-small."""
     (h, w), s, e, found = args.det_size, 'DualToken-ViT-S', 'EdgeNeXt-small', {}
     for goal, section, row, limit, sign in (
-            (f"{s} training img/s at least {e}'s", 'train', s, 1., 1),
-            (f"{s} peak training memory at most 1.2x {e}'s", 'train_peak', s, 1.2, -1),
-            (f"{w}x{h} backbone step with the token budget no slower than {e}'s", 'det',
-             f'{s}, at most {res["budget"]} global tokens', 1., -1)):
+        (f"{s} training img/s at least {e}'s", 'train', s, 1.,
+         1), (f"{s} peak training memory at most 1.2x {e}'s", 'train_peak', s, 1.2,
+              -1), (f"{w}x{h} backbone step with the token budget no slower than {e}'s", 'det',
+                    f'{s}, at most {res["budget"]} global tokens', 1., -1)):
         a, b = (res[section].get(n, 'not measured') for n in (row, e))
         a, b = (v[0] if isinstance(v, tuple) else v for v in (a, b))
         if isinstance(a, str) or isinstance(b, str):
@@ -629,8 +726,9 @@ def goals(res: dict, args) -> dict:
         found[goal] = f'{a / b:.2f}x', 'yes' if miss <= 0 else \
             f'no: {miss * 100:.0f}% {"short" if sign > 0 else "over"}'
     bad = [row for row, ok in res['finite'].items() if ok != 'yes']
-    found['AMP training losses finite (fp16 and bf16, T and S)'] = (
-        'not finite: ' + ', '.join(bad), 'no') if bad else ('all finite', 'yes')
+    found['AMP training losses finite (fp16 and bf16, T and S)'] = ('not finite: ' + ', '.join(bad),
+                                                                    'no') if bad else ('all finite',
+                                                                                       'yes')
     return found
 
 
@@ -639,17 +737,19 @@ def render_gpu(res: dict, args) -> str:
     dev, (h, w), s, on = args.device, args.det_size, 'DualToken-ViT-S', args.device.upper()
     found = goals(res, args)
     res['goal'], res['within'] = ({g: v[i] for g, v in found.items()} for i in (0, 1))
-    lines = ['# GPU acceptance run', '',
-             f'Generated by `python tools/analysis/benchmark.py gpu {" ".join(args.argv)}`: one '
-             'run on one machine; ratios compare figures of this run only.', '',
-             f'- Machine: {res["machine"]}.', f'- Device: {dev}' + (
-                 '.' if dev == 'cuda' else ' (the GPU run\'s code path; what needs CUDA says so).'),
-             f'- Peers: random weights, built by {res["peers"]}.',
-             f'- Timing: {args.warmup} warm-up call(s), then {args.repeats} interleaved round(s) '
-             '(each model once per round; on CUDA, `torch.cuda.synchronize()` after each call); a '
-             'figure is the median, the spread in brackets (max - min) / median. Peak memory: '
-             '`torch.cuda.max_memory_allocated()` over two calls, less what was allocated before '
-             'the model was built.']
+    lines = [
+        '# GPU acceptance run', '',
+        f'Generated by `python tools/analysis/benchmark.py gpu {" ".join(args.argv)}`: one '
+        'run on one machine; ratios compare figures of this run only.', '',
+        f'- Machine: {res["machine"]}.', f'- Device: {dev}' +
+        ('.' if dev == 'cuda' else ' (the GPU run\'s code path; what needs CUDA says so).'),
+        f'- Peers: random weights, built by {res["peers"]}.',
+        f'- Timing: {args.warmup} warm-up call(s), then {args.repeats} interleaved round(s) '
+        '(each model once per round; on CUDA, `torch.cuda.synchronize()` after each call); a '
+        'figure is the median, the spread in brackets (max - min) / median. Peak memory: '
+        '`torch.cuda.max_memory_allocated()` over two calls, less what was allocated before '
+        'the model was built.'
+    ]
     amp = '' if dev == 'cuda' else ' (enabled on CUDA only: here its disabled pass-through)'
     names = 'aten ops, CUDA kernels' if dev == 'cuda' else 'aten ops; CUDA kernels on CUDA only'
     size = f'{args.size}x{args.size}'
@@ -660,32 +760,38 @@ def render_gpu(res: dict, args) -> str:
          '(`torch.backends.cuda.matmul.allow_tf32`, `torch.backends.cudnn.allow_tf32`); within '
          f'tolerance: ||a - b|| / ||b|| of every output at most {TOLERANCE:.0e}. bf16, fp16: '
          'autocast against fp32 on the device. One value per output (strides 8, 16, 32); the '
-         f'backbone of {DET_CFG}.',
-         ['model, input', f'fp32, {on} vs CPU', 'within tolerance', 'bf16 autocast vs fp32',
-          'fp16 autocast vs fp32'], [('fp32', ''), ('ok', ''), ('bf16', ''), ('fp16', '')]),
+         f'backbone of {DET_CFG}.', [
+             'model, input', f'fp32, {on} vs CPU', 'within tolerance', 'bf16 autocast vs fp32',
+             'fp16 autocast vs fp32'
+         ], [('fp32', ''), ('ok', ''), ('bf16', ''), ('fp16', '')]),
         (f'AMP training, {args.amp_steps} steps on one batch', f'{size}, batch {args.amp_batch},'
          f' AdamW lr 1e-4, fp16 through `GradScaler`{amp}. Falling: the last loss below the '
-         'first.', ['model, precision', 'first loss', 'last loss', 'all finite', 'falling'],
-         [('first', '.3f'), ('last', '.3f'), ('finite', ''), ('falling', '')]),
+         'first.', ['model, precision', 'first loss', 'last loss',
+                    'all finite', 'falling'], [('first', '.3f'), ('last', '.3f'), ('finite', ''),
+                                               ('falling', '')]),
         ('SDPA kernels', f'`scaled_dot_product_attention` in a forward of {s}, {size}: the '
          f'implementation and `torch.profiler` names ({names}).',
          ['precision', 'implementation: profiler names'], [('sdpa', '')]),
         (f'Training step, {size}, batch {args.batch}', 'Forward, cross-entropy, backward, '
-         'AdamW step; bf16 autocast.', ['model', 'img/s', 'peak memory (GiB)'],
-         [('train', '.1f'), ('train_peak', '.2f')]),
+         'AdamW step; bf16 autocast.', ['model', 'img/s',
+                                        'peak memory (GiB)'], [('train', '.1f'),
+                                                               ('train_peak', '.2f')]),
         (f'Inference, {size}, batch {args.infer_batch}', 'fp16 autocast, no autograd.',
          ['model', 'img/s'], [('infer', '.1f')]),
         (f'Backbone step, {w}x{h}, batch {args.det_batch}', 'Forward, the sum of the outputs\' '
          'means (strides 8-32), backward, AdamW step; bf16 autocast; every layer trainable.',
          ['backbone', 'ms', 'peak memory (GiB)'], [('det', '.1f'), ('det_peak', '.2f')]),
         (f'torch.compile, {s} training step', 'The training step above, eager and compiled; '
-         'the first call includes the compilation.', ['mode', 'img/s', 'first call (s)'],
-         [('compile', '.1f'), ('compile_first', '.1f')])]:
-        lines += ['', f'## {title}', '', text, ''] + table(res, header, res[columns[0][0]],
-                                                           columns)
-    lines += ['', '## Rerun', '', '    python tools/analysis/benchmark.py gpu --out docs/gpu.md',
-              '', 'Where no OpenMMLab package is installed: `python tools/analysis/benchmark.py '
-              'gpu --help`. `--device cpu --quick`: every section at tiny sizes on the CPU.']
+         'the first call includes the compilation.', ['mode', 'img/s',
+                                                      'first call (s)'], [('compile', '.1f'),
+                                                                          ('compile_first', '.1f')])
+    ]:
+        lines += ['', f'## {title}', '', text, ''] + table(res, header, res[columns[0][0]], columns)
+    lines += [
+        '', '## Rerun', '', '    python tools/analysis/benchmark.py gpu --out docs/gpu.md', '',
+        'Where no OpenMMLab package is installed: `python tools/analysis/benchmark.py '
+        'gpu --help`. `--device cpu --quick`: every section at tiny sizes on the CPU.'
+    ]
     return '\n'.join(lines) + '\n'
 
 
@@ -696,31 +802,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest='command', metavar='{cpu,gpu}')
     cpu = commands.add_parser('cpu', help='CPU fp32 inference and training (the default)')
     cpu.add_argument('--out', help='markdown report to write, PNG beside it (default: stdout)')
-    cpu.add_argument('--threads', type=int, default=torch.get_num_threads(),
-                     help='torch and ONNX Runtime threads (default: %(default)s)')
+    cpu.add_argument(
+        '--threads',
+        type=int,
+        default=torch.get_num_threads(),
+        help='torch and ONNX Runtime threads (default: %(default)s)')
     cpu.add_argument('--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
     cpu.add_argument('--size', type=int, default=224, help='image side (default: 224)')
     cpu.add_argument('--batch', type=int, default=32, help='throughput and training batch')
     cpu.add_argument('--warmup', type=int, default=2, help='untimed calls per model')
     cpu.add_argument('--repeats', type=int, default=7, help='interleaved rounds')
     cpu.add_argument('--onnx-repeats', type=int, default=30, help='ONNX Runtime rounds')
-    cpu.add_argument('--exporter', choices=EXPORTERS, help='ONNX exporter (default: %(default)s)',
-                     default='torchscript' if dynamo_export_missing() else 'dynamo')
+    cpu.add_argument(
+        '--exporter',
+        choices=EXPORTERS,
+        help='ONNX exporter (default: %(default)s)',
+        default='torchscript' if dynamo_export_missing() else 'dynamo')
     cpu.add_argument('--det-size', type=int, nargs=2, default=(800, 1333), metavar=('H', 'W'))
     cpu.add_argument('--det-batch', type=int, default=2)
     cpu.add_argument('--det-repeats', type=int, default=3)
-    for what, section in dict(onnx='ONNX Runtime latency', det='RetinaNet iteration',
-                              memory='peak memory measurements').items():
+    for what, section in dict(
+            onnx='ONNX Runtime latency', det='RetinaNet iteration',
+            memory='peak memory measurements').items():
         cpu.add_argument(f'--skip-{what}', action='store_true', help=f'skip the {section}')
     cpu.add_argument('--quick', action='store_true', help=f'for tests: sets {QUICK}')
-    gpu = commands.add_parser('gpu', help='one GPU: correctness, AMP, speed and memory',
-                              description=gpu_benchmark.__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    gpu = commands.add_parser(
+        'gpu',
+        help='one GPU: correctness, AMP, speed and memory',
+        description=gpu_benchmark.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu.add_argument('--out', help='markdown report to write (default: stdout)')
     gpu.add_argument('--device', choices=('cuda', 'cpu'), default='cuda')
     gpu.add_argument('--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
-    for flag, default in dict(size=224, batch=128, infer_batch=256, det_batch=2, warmup=3,
-                              repeats=10, amp_steps=50).items():
+    for flag, default in dict(
+            size=224, batch=128, infer_batch=256, det_batch=2, warmup=3, repeats=10,
+            amp_steps=50).items():
         gpu.add_argument(f'--{flag.replace("_", "-")}', type=int, default=default)
     gpu.add_argument('--det-size', type=int, nargs=2, default=(800, 1333), metavar=('H', 'W'))
     gpu.add_argument('--compile-backend', default='inductor')

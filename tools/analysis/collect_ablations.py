@@ -20,8 +20,8 @@ import sys
 from typing import Optional
 
 from mmdualtoken.errors import RunMismatch
-from mmdualtoken.utils.ablations import (PAPER_TOP1, TABLES, ablation_configs,
-                                         ablation_switches, backbone_kwargs)
+from mmdualtoken.utils.ablations import (PAPER_TOP1, TABLES, ablation_configs, ablation_switches,
+                                         backbone_kwargs)
 
 # the configs/ folder of the repository this tool is in
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
@@ -91,14 +91,15 @@ def render(results: dict, work_dirs: str) -> str:
         'params and MACs of every row and pair are in docs/complexity.md.',
     ]
     for table in TABLES:
-        lines += ['', f'## Table {table.number}: {table.title} ({table.model})', '',
-                  '| row | config | top-1 ours | top-1 paper |', '|---|---|---|---|']
+        lines += [
+            '', f'## Table {table.number}: {table.title} ({table.model})', '',
+            '| row | config | top-1 ours | top-1 paper |', '|---|---|---|---|'
+        ]
         labels = {config: label for label, config in table.rows}
         for label, config in table.rows:
             lines.append(f'| {label} | `{config}` | {cell(results[config], "not run")} | '
                          f'{cell(PAPER_TOP1.get(config))} |')
-        lines += ['', '| pair | top-1 ours | top-1 paper | paper also says |',
-                  '|---|---|---|---|']
+        lines += ['', '| pair | top-1 ours | top-1 paper | paper also says |', '|---|---|---|---|']
         for pair in table.pairs:
             a, b = results[pair.ours], results[pair.other]
             ours = '-' if a is None or b is None else f'{a - b:+.2f}'
@@ -112,9 +113,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', help='folder holding one work dir per ablation config')
     parser.add_argument('--out', help='also write the tables to this markdown file')
-    parser.add_argument('--configs', default=CONFIGS,
-                        help='the configs folder whose ablations/ the runs trained '
-                        '(default: this repository\'s configs/)')
+    parser.add_argument(
+        '--configs',
+        default=CONFIGS,
+        help='the configs folder whose ablations/ the runs trained '
+        '(default: this repository\'s configs/)')
     args = parser.parse_args(argv)
     if not osp.isdir(args.work_dirs):
         parser.error(f'{args.work_dirs} is not a folder')

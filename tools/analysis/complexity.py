@@ -36,14 +36,18 @@ def measure(kwargs: dict) -> dict:
     at_224 = count_complexity(model, (1, 3, 224, 224))
     at_512 = count_complexity(model, (1, 3, 512, 512))
     dense = count_complexity(model, (1, 3, *DETECTION_SIZE))
-    budget = count_complexity(DualTokenViT(**kwargs, max_global_tokens=DENSE_BUDGET),
-                              (1, 3, *DETECTION_SIZE))
+    budget = count_complexity(
+        DualTokenViT(**kwargs, max_global_tokens=DENSE_BUDGET), (1, 3, *DETECTION_SIZE))
     pixels = DETECTION_SIZE[0] * DETECTION_SIZE[1] / (224 * 224)
-    return dict(params=at_224.params / 1e6, macs=at_224.macs / 1e9,
-                attn=at_224.attention_macs / 1e9, macs_512=at_512.macs / 1e9,
-                macs_det=dense.macs / 1e9, macs_det_budget=budget.macs / 1e9,
-                factor=dense.macs / (at_224.macs * pixels),
-                factor_budget=budget.macs / (at_224.macs * pixels))
+    return dict(
+        params=at_224.params / 1e6,
+        macs=at_224.macs / 1e9,
+        attn=at_224.attention_macs / 1e9,
+        macs_512=at_512.macs / 1e9,
+        macs_det=dense.macs / 1e9,
+        macs_det_budget=budget.macs / 1e9,
+        factor=dense.macs / (at_224.macs * pixels),
+        factor_budget=budget.macs / (at_224.macs * pixels))
 
 
 def ablation_rows(configs_dir: str = CONFIGS) -> dict:
@@ -63,8 +67,8 @@ def direction_checks(archs: dict, ablations: dict) -> list:
         checks.append((f'{arch}: normal MLP has more params '
                        f'(+{mlp["params"] - mix["params"]:.2f} M)'
                        f' and MACs (+{mlp["macs"] - mix["macs"]:.3f} G) than MixMLP '
-                       '(paper: "a little extra")',
-                       mlp['params'] > mix['params'] and mlp['macs'] > mix['macs']))
+                       '(paper: "a little extra")', mlp['params'] > mix['params']
+                       and mlp['macs'] > mix['macs']))
     for table in TABLES:
         labels = {config: label for label, config in table.rows}
         for pair in table.pairs:
@@ -78,11 +82,12 @@ def direction_checks(archs: dict, ablations: dict) -> list:
                            f'directions ({pair.paper_params:+.1f} M, {pair.paper_macs:+.2f} G)',
                            d_params * pair.paper_params > 0 and d_macs * pair.paper_macs > 0))
     grids = [ablations[config] for _, config in TABLES[2].rows]
-    checks.append(('Table 7: MACs rise with the token count (' +
-                   ' < '.join(f'{label} {r["macs"]:.3f} G' for (label, _), r in
-                              zip(TABLES[2].rows, grids)) + '), params within 0.01 M',
-                   grids[0]['macs'] < grids[1]['macs'] < grids[2]['macs'] and
-                   max(r['params'] for r in grids) - min(r['params'] for r in grids) < 0.01))
+    checks.append(
+        ('Table 7: MACs rise with the token count (' +
+         ' < '.join(f'{label} {r["macs"]:.3f} G'
+                    for (label, _), r in zip(TABLES[2].rows, grids)) + '), params within 0.01 M',
+         grids[0]['macs'] < grids[1]['macs'] < grids[2]['macs']
+         and max(r['params'] for r in grids) - min(r['params'] for r in grids) < 0.01))
     return checks
 
 
@@ -109,9 +114,11 @@ def render(archs: dict, ablations: dict) -> str:
         '## Archs',
         '',
     ]
-    header = ['| model | params (M) | MACs 224 (G) | attn 224 (G) | MACs 512 (G) | '
-              'MACs 800x1333 (G) | x pixels | MACs 800x1333, budget (G) | x pixels, budget |',
-              '|---|---|---|---|---|---|---|---|---|']
+    header = [
+        '| model | params (M) | MACs 224 (G) | attn 224 (G) | MACs 512 (G) | '
+        'MACs 800x1333 (G) | x pixels | MACs 800x1333, budget (G) | x pixels, budget |',
+        '|---|---|---|---|---|---|---|---|---|'
+    ]
 
     def row(label, r):
         return (f'| {label} | {r["params"]:.2f} | {r["macs"]:.3f} | {r["attn"]:.3f} | '
@@ -120,18 +127,24 @@ def render(archs: dict, ablations: dict) -> str:
 
     lines += header + [row(label, r) for label, r in archs.items()]
     lines += [
-        '', '## The paper\'s ablations (configs/ablations/)', '',
+        '',
+        '## The paper\'s ablations (configs/ablations/)',
+        '',
         'One row per config in configs/ablations/, measured from the config\'s backbone. '
         'Each config trains with `tools/dist_train.sh configs/ablations/<name>.py 8`; '
         '`python tools/analysis/collect_ablations.py work_dirs` then writes the top-1 table. '
         'The grid rows: `grid_size` is the number of global tokens every block carries at '
-        '224 (X_ga is interpolated to them), so the count changes the cost.', '',
+        '224 (X_ga is interpolated to them), so the count changes the cost.',
+        '',
     ] + header + [row(f'`{name}`', r) for name, r in ablations.items()]
     lines += [
-        '', '## Deltas against the paper', '',
+        '',
+        '## Deltas against the paper',
+        '',
         'Each pair is the paper\'s choice minus the alternative, ours next to what the paper '
         'reports, and their ratio (ours / paper; "-" where the paper\'s text gives no '
-        'figure).', '',
+        'figure).',
+        '',
         '| table | model | paper\'s choice | alternative | params ours | params paper | ratio '
         '| MACs ours | MACs paper | ratio | top-1 paper | paper also says |',
         '|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -140,12 +153,16 @@ def render(archs: dict, ablations: dict) -> str:
         labels = {config: label for label, config in table.rows}
         for pair in table.pairs:
             ours, other = ablations[pair.ours], ablations[pair.other]
-            cells = [f'{table.number} ({table.title})', table.model, labels[pair.ours],
-                     labels[pair.other]]
+            cells = [
+                f'{table.number} ({table.title})', table.model, labels[pair.ours],
+                labels[pair.other]
+            ]
             cells += delta_cell(ours['params'] - other['params'], pair.paper_params, 'M', 2)
             cells += delta_cell(ours['macs'] - other['macs'], pair.paper_macs, 'G', 3)
-            cells += ['-' if pair.paper_top1 is None else f'{pair.paper_top1:+.1f}',
-                      pair.paper_note or '-']
+            cells += [
+                '-' if pair.paper_top1 is None else f'{pair.paper_top1:+.1f}', pair.paper_note
+                or '-'
+            ]
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', '## Checks against the paper', '']
     for text, ok in direction_checks(archs, ablations):
@@ -156,14 +173,18 @@ def render(archs: dict, ablations: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', help='also write the table to this markdown file')
-    parser.add_argument('--configs', default=CONFIGS,
-                        help='the configs folder whose ablations/ are measured '
-                        '(default: this repository\'s configs/)')
+    parser.add_argument(
+        '--configs',
+        default=CONFIGS,
+        help='the configs folder whose ablations/ are measured '
+        '(default: this repository\'s configs/)')
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = [(arch, dict(arch=arch)) for arch in ARCHS] + list(ablation_rows(args.configs).items())
-    results = {label: measure(kwargs)
-               for label, kwargs in tqdm(rows, desc='counting', unit='model')}
+    results = {
+        label: measure(kwargs)
+        for label, kwargs in tqdm(rows, desc='counting', unit='model')
+    }
     archs = {arch: results[arch] for arch in ARCHS}
     ablations = {name: results[name] for name in ablation_configs()}
     text = render(archs, ablations)

@@ -48,26 +48,38 @@ ATOL, RTOL = 1e-4, 1e-3  # fp32 ONNX Runtime vs PyTorch (tests/test_models/test_
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--arch', default='small',
-                        help='tiny, small, tiny-mix or small-mix (default: small)')
-    parser.add_argument('--max-global-tokens', type=int, metavar='N',
-                        help='token budget for high resolutions (the detection configs use '
-                        '196; default: none)')
+    parser.add_argument(
+        '--arch', default='small', help='tiny, small, tiny-mix or small-mix (default: small)')
+    parser.add_argument(
+        '--max-global-tokens',
+        type=int,
+        metavar='N',
+        help='token budget for high resolutions (the detection configs use '
+        '196; default: none)')
     parser.add_argument('--checkpoint', help='backbone weights (default: random ones)')
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'),
-                        help='input height and width the graph is traced at (default: 224 224)')
-    parser.add_argument('--dynamic', action='store_true',
-                        help='dynamic batch, height and width (TorchScript exporter)')
-    parser.add_argument('--exporter', default='torchscript',
-                        help='torchscript (opset 17, what mmdeploy uses; default) or dynamo '
-                        '(torch.export-based, opset 23: fused Gelu and Attention nodes, the '
-                        'faster graph in ONNX Runtime; fixed shape)')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='input height and width the graph is traced at (default: 224 224)')
+    parser.add_argument(
+        '--dynamic',
+        action='store_true',
+        help='dynamic batch, height and width (TorchScript exporter)')
+    parser.add_argument(
+        '--exporter',
+        default='torchscript',
+        help='torchscript (opset 17, what mmdeploy uses; default) or dynamo '
+        '(torch.export-based, opset 23: fused Gelu and Attention nodes, the '
+        'faster graph in ONNX Runtime; fixed shape)')
     parser.add_argument('--out', help='ONNX file to write (default: dualtoken_<arch>.onnx)')
-    parser.add_argument('--latency', action='store_true',
-                        help='print the batch-1 latency in ONNX Runtime')
+    parser.add_argument(
+        '--latency', action='store_true', help='print the batch-1 latency in ONNX Runtime')
     parser.add_argument('--runs', type=int, default=50, help='timed runs (default: 50)')
-    parser.add_argument('--threads', type=int, default=2,
-                        help='ONNX Runtime intra-op threads (default: 2)')
+    parser.add_argument(
+        '--threads', type=int, default=2, help='ONNX Runtime intra-op threads (default: 2)')
     return parser.parse_args(argv)
 
 
@@ -170,8 +182,9 @@ def main(argv=None):
     model = build(args.arch, args.max_global_tokens, args.checkpoint)
 
     axes = 'dynamic batch, height and width' if args.dynamic else 'fixed shape'
-    how = ('TorchScript exporter, opset ' + str(OPSET) if args.exporter == 'torchscript' else
-           'torch.export-based exporter, opset ' + str(DYNAMO_OPSET))
+    how = ('TorchScript exporter, opset ' +
+           str(OPSET) if args.exporter == 'torchscript' else 'torch.export-based exporter, opset ' +
+           str(DYNAMO_OPSET))
     print(f'[export] tracing at 1x3x{height}x{width} ({how}, {axes}) ...', flush=True)
     start = time.perf_counter()
     if osp.dirname(out):
@@ -184,15 +197,18 @@ def main(argv=None):
     sizes = [(1, height, width)]
     if args.dynamic:
         sizes.append((2, height + 9, width + 17))
-    print(f'[verify] ONNX Runtime against PyTorch at '
-          f'{", ".join(f"{b}x3x{h}x{w}" for b, h, w in sizes)} ...', flush=True)
+    print(
+        f'[verify] ONNX Runtime against PyTorch at '
+        f'{", ".join(f"{b}x3x{h}x{w}" for b, h, w in sizes)} ...',
+        flush=True)
     largest = verify(model, session, sizes)
     print(f'[verify] max |ONNX Runtime - PyTorch| = {largest:.2g} over the '
           f'{len(OUTPUTS)} outputs (tolerance {ATOL:g} + {RTOL:g} x |PyTorch|): OK')
 
     if args.latency:
-        print(f'[latency] {args.runs} runs at batch 1, {args.threads} intra-op thread(s) ...',
-              flush=True)
+        print(
+            f'[latency] {args.runs} runs at batch 1, {args.threads} intra-op thread(s) ...',
+            flush=True)
         feed = {'image': torch.rand(1, 3, height, width).numpy()}
         timing = latency_ms(lambda: session.run(None, feed), args.runs)
         print(f'[latency] ONNX Runtime, batch 1 at {height}x{width}, {args.threads} intra-op '

@@ -22,8 +22,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='checkpoint to convert')
     parser.add_argument('dst', help='where to write the converted checkpoint')
-    parser.add_argument('--arch', required=True, help='DualTokenViT arch it was trained with '
-                        '(tiny, small, tiny-mix, small-mix)')
+    parser.add_argument(
+        '--arch',
+        required=True,
+        help='DualTokenViT arch it was trained with '
+        '(tiny, small, tiny-mix, small-mix)')
     parser.add_argument('--use-ema', action='store_true', help='take the EMA weights')
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint_safely(args.src)

@@ -8,8 +8,7 @@
 # (mmengine lets no two _base_ files set the same key, and the real config sets those).
 tiny_data_root = 'data/tiny/coco/'
 metainfo = dict(
-    classes=('square', 'circle', 'triangle'),
-    palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
+    classes=('square', 'circle', 'triangle'), palette=[(220, 20, 60), (0, 160, 60), (30, 60, 230)])
 tiny_train_dataloader = dict(
     batch_size=4,
     num_workers=0,

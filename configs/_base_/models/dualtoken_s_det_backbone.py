@@ -15,6 +15,8 @@ dualtoken_s_det_backbone = dict(
     # fine-tune from the ImageNet checkpoint of this arch, the last of the 300 epochs that
     # `python tools/train.py configs/dualtoken_s_in1k.py` writes (tools/train.py stops with
     # one line while it is missing); from scratch: --cfg-options model.backbone.init_cfg=None
-    init_cfg=dict(type='Pretrained', prefix='backbone.',
-                  checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
+    init_cfg=dict(
+        type='Pretrained',
+        prefix='backbone.',
+        checkpoint='work_dirs/dualtoken_s_in1k/epoch_300.pth'),
 )

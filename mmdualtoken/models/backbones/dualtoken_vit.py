@@ -12,11 +12,11 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
-from mmcv.cnn import build_norm_layer
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...errors import BadConfigError
@@ -42,12 +42,18 @@ class DualTokenStage(nn.Module):
     choice, docs/architecture.md); their grid is unchanged.
     """
 
-    def __init__(self, in_channels: Optional[int], channels: int, blocks: Sequence[nn.Module],
-                 project_tokens: bool, norm_cfg: dict, with_cp: bool = False):
+    def __init__(self,
+                 in_channels: Optional[int],
+                 channels: int,
+                 blocks: Sequence[nn.Module],
+                 project_tokens: bool,
+                 norm_cfg: dict,
+                 with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
-        self.downsample = (ResidualMergePatch(in_channels, channels, norm_cfg)
-                           if in_channels is not None else None)
+        self.downsample = (
+            ResidualMergePatch(in_channels, channels, norm_cfg)
+            if in_channels is not None else None)
         self.token_proj = None
         if in_channels is not None and project_tokens:
             self.token_proj = nn.Sequential(
@@ -62,7 +68,10 @@ class DualTokenStage(nn.Module):
         for block in self.blocks:
             if self.with_cp and x.requires_grad:
                 x, tokens = cp.checkpoint(
-                    block, x, tokens, use_reentrant=False,
+                    block,
+                    x,
+                    tokens,
+                    use_reentrant=False,
                     context_fn=lambda block=block: self._checkpoint_contexts(block))
             else:
                 x, tokens = block(x, tokens)
@@ -78,8 +87,10 @@ class DualTokenStage(nn.Module):
         ``track_running_stats`` off instead would make batch_norm save two tensors fewer than
         in the forward pass, which checkpoint refuses: it matches saved tensors by position.)
         """
-        tracking = [m for m in block.modules()
-                    if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+        tracking = [
+            m for m in block.modules()
+            if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+        ]
         names = ('running_mean', 'running_var', 'num_batches_tracked')
 
         @contextmanager
@@ -189,18 +200,32 @@ class DualTokenViT(BaseModule):
     num_normal_tokens = 8  # LightViT's count, for global_tokens='normal'
     min_input_size = 32
     arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {
-            'embed_dims': [48, 96, 192], 'depths': [2, 3, 4], 'num_heads': [2, 4, 8],
-            'token_mlp': 'mlp'}),
-        **dict.fromkeys(['s', 'small'], {
-            'embed_dims': [56, 112, 224], 'depths': [2, 6, 6], 'num_heads': [2, 4, 8],
-            'token_mlp': 'mlp'}),
+        **dict.fromkeys(
+            ['t', 'tiny'], {
+                'embed_dims': [48, 96, 192],
+                'depths': [2, 3, 4],
+                'num_heads': [2, 4, 8],
+                'token_mlp': 'mlp'
+            }),
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': [56, 112, 224],
+                'depths': [2, 6, 6],
+                'num_heads': [2, 4, 8],
+                'token_mlp': 'mlp'
+            }),
         'tiny-mix': {
-            'embed_dims': [48, 96, 192], 'depths': [2, 3, 4], 'num_heads': [2, 4, 8],
-            'token_mlp': 'mix'},
+            'embed_dims': [48, 96, 192],
+            'depths': [2, 3, 4],
+            'num_heads': [2, 4, 8],
+            'token_mlp': 'mix'
+        },
         'small-mix': {
-            'embed_dims': [56, 112, 224], 'depths': [2, 6, 6], 'num_heads': [2, 4, 8],
-            'token_mlp': 'mix'},
+            'embed_dims': [56, 112, 224],
+            'depths': [2, 6, 6],
+            'num_heads': [2, 4, 8],
+            'token_mlp': 'mix'
+        },
     }
     required_arch_keys = ('embed_dims', 'depths', 'num_heads')
     optional_arch_keys = ('mlp_ratio', 'token_mlp')
@@ -255,8 +280,8 @@ class DualTokenViT(BaseModule):
                                               or max_global_tokens < 1):
             raise ValueError('max_global_tokens must be None (no budget) or a positive int, '
                              f'got {max_global_tokens!r}')
-        if len(downsample_steps) != self.num_stages or any(
-                not isinstance(m, int) or m < 0 for m in downsample_steps):
+        if len(downsample_steps) != self.num_stages or any(not isinstance(m, int) or m < 0
+                                                           for m in downsample_steps):
             raise ValueError(f'downsample_steps must be {self.num_stages} ints >= 0, got '
                              f'{downsample_steps!r}')
         if in_channels < 1:
@@ -294,18 +319,30 @@ class DualTokenViT(BaseModule):
         for i in range(self.num_stages):
             blocks = [
                 DualTokenBlock(
-                    self.embed_dims[i], self.num_heads[i], downsample_steps[i],
-                    mlp_ratio=mlp_ratio, local_branch=local_branch,
-                    global_tokens=global_tokens, downsample=downsample, token_mlp=token_mlp,
-                    grid_size=self.grid_size, reference_grid=reference_grids[i],
+                    self.embed_dims[i],
+                    self.num_heads[i],
+                    downsample_steps[i],
+                    mlp_ratio=mlp_ratio,
+                    local_branch=local_branch,
+                    global_tokens=global_tokens,
+                    downsample=downsample,
+                    token_mlp=token_mlp,
+                    grid_size=self.grid_size,
+                    reference_grid=reference_grids[i],
                     max_global_tokens=max_global_tokens,
-                    drop_path=rates[sum(self.depths[:i]) + j], norm_cfg=norm_cfg,
-                    conv_norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
-                for j in range(self.depths[i])
+                    drop_path=rates[sum(self.depths[:i]) + j],
+                    norm_cfg=norm_cfg,
+                    conv_norm_cfg=conv_norm_cfg,
+                    act_cfg=act_cfg) for j in range(self.depths[i])
             ]
-            self.stages.append(DualTokenStage(
-                self.embed_dims[i - 1] if i > 0 else None, self.embed_dims[i], blocks,
-                project_tokens=global_tokens != 'none', norm_cfg=norm_cfg, with_cp=with_cp))
+            self.stages.append(
+                DualTokenStage(
+                    self.embed_dims[i - 1] if i > 0 else None,
+                    self.embed_dims[i],
+                    blocks,
+                    project_tokens=global_tokens != 'none',
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp))
         # Every stage has its output norm, so that checkpoints move between classification
         # (out_indices=(2, )) and dense configs (0, 1, 2) with no missing keys; the norms of
         # stages that are not output are unused and frozen (DDP then needs no
@@ -326,8 +363,9 @@ class DualTokenViT(BaseModule):
         """A misspelt config key gets its likely intended name and the accepted ones."""
         import difflib
         import inspect
-        accepted = [p for p in inspect.signature(cls.__init__).parameters
-                    if p not in ('self', 'unknown')]
+        accepted = [
+            p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'unknown')
+        ]
         hints = []
         for key in unknown:
             close = difflib.get_close_matches(key, accepted, n=1)
@@ -452,18 +490,20 @@ class DualTokenViT(BaseModule):
 
         def trains_bn(stage):
             module = stage.blocks[0].global_module
-            return module is not None and any(isinstance(m, _BatchNorm) and m.training
-                                              for m in module.downsample.modules())
+            return module is not None and any(
+                isinstance(m, _BatchNorm) and m.training for m in module.downsample.modules())
 
         def single_token_stage(h, w):
             grids = zip(self._token_grids(h, w), self.stages)
-            return next((i for i, (grid, stage) in enumerate(grids)
-                         if grid == (1, 1) and trains_bn(stage)), None)
+            return next(
+                (i for i, (grid, stage) in enumerate(grids) if grid == (1, 1) and trains_bn(stage)),
+                None)
 
         stage = single_token_stage(H, W)
         if stage is not None:
-            side = next(s for s in itertools.count(self.min_input_size)
-                        if single_token_stage(s, self.min_input_size) is None)
+            side = next(
+                s for s in itertools.count(self.min_input_size)
+                if single_token_stage(s, self.min_input_size) is None)
             raise ValueError(
                 f'DualTokenViT cannot train on a batch of one {H}x{W} image: the token '
                 f'downsampling of stage {stage + 1} reaches a 1x1 grid, and its BatchNorm needs '
@@ -552,8 +592,8 @@ class DualTokenViT(BaseModule):
             if not weights:
                 roots = sorted({k.split('.')[0] + '.' for k in state})[:5]
                 raise ValueError(f'No tensors under prefix {prefix!r} in {checkpoint}; its keys '
-                               f'start with {roots}. Use one of those as init_cfg.prefix, or '
-                               'tools/model_converters/to_backbone_checkpoint.py.')
+                                 f'start with {roots}. Use one of those as init_cfg.prefix, or '
+                                 'tools/model_converters/to_backbone_checkpoint.py.')
         else:
             weights = dict(state)
         problem = state_dict_mismatch(weights, self.state_dict())

@@ -10,8 +10,7 @@ from .token_grid import resize_token_grid
 from .window_attention import WindowSelfAttention
 
 __all__ = [
-    'BiDimAttention', 'ConvEncoder', 'ConvStem', 'DualTokenBlock', 'GlobalTokenModule',
-    'MixMlp', 'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention',
-    'ResidualMergePatch', 'TokenDownsample', 'TokenMlp', 'WindowSelfAttention',
-    'fit_token_budget', 'resize_token_grid'
+    'BiDimAttention', 'ConvEncoder', 'ConvStem', 'DualTokenBlock', 'GlobalTokenModule', 'MixMlp',
+    'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention', 'ResidualMergePatch',
+    'TokenDownsample', 'TokenMlp', 'WindowSelfAttention', 'fit_token_budget', 'resize_token_grid'
 ]

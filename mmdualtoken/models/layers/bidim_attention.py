@@ -4,7 +4,6 @@ import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
 
-
 class BiDimAttention(nn.Module):
     """Gate the FFN output by a channel gate and a spatial gate (LightViT, used by the paper).
 
@@ -23,7 +22,10 @@ class BiDimAttention(nn.Module):
         act_cfg (dict): Defaults to ``dict(type='GELU')``.
     """
 
-    def __init__(self, channels: int, reduction: int = 4, norm_cfg: dict = dict(type='LN'),
+    def __init__(self,
+                 channels: int,
+                 reduction: int = 4,
+                 norm_cfg: dict = dict(type='LN'),
                  act_cfg: dict = dict(type='GELU')):
         super().__init__()
         hidden = channels // reduction

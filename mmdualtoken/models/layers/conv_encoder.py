@@ -21,12 +21,16 @@ class ConvEncoder(nn.Module):
         act_cfg (dict): Defaults to ``dict(type='GELU')``.
     """
 
-    def __init__(self, channels: int, mlp_ratio: float = 4., kernel_size: int = 7,
-                 norm_cfg: dict = dict(type='LN'), act_cfg: dict = dict(type='GELU')):
+    def __init__(self,
+                 channels: int,
+                 mlp_ratio: float = 4.,
+                 kernel_size: int = 7,
+                 norm_cfg: dict = dict(type='LN'),
+                 act_cfg: dict = dict(type='GELU')):
         super().__init__()
         hidden = int(channels * mlp_ratio)
-        self.dwconv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2,
-                                groups=channels)
+        self.dwconv = nn.Conv2d(
+            channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.norm = build_norm_layer(norm_cfg, channels)[1]
         self.fc1 = nn.Linear(channels, hidden)
         self.act = build_activation_layer(act_cfg)

@@ -39,13 +39,21 @@ class DualTokenBlock(nn.Module):
         norm_cfg, conv_norm_cfg, act_cfg (dict): Layer configs.
     """
 
-    def __init__(self, channels: int, num_heads: int, downsample_steps: int,
-                 mlp_ratio: float = 4., local_branch: str = 'conv',
-                 global_tokens: str = 'position_aware', downsample: str = 'step_wise',
-                 token_mlp: str = 'mlp', grid_size: tuple = (7, 7),
+    def __init__(self,
+                 channels: int,
+                 num_heads: int,
+                 downsample_steps: int,
+                 mlp_ratio: float = 4.,
+                 local_branch: str = 'conv',
+                 global_tokens: str = 'position_aware',
+                 downsample: str = 'step_wise',
+                 token_mlp: str = 'mlp',
+                 grid_size: tuple = (7, 7),
                  reference_grid: Optional[tuple] = None,
-                 max_global_tokens: Optional[int] = None, drop_path: float = 0.,
-                 norm_cfg: dict = dict(type='LN'), conv_norm_cfg: dict = dict(type='BN'),
+                 max_global_tokens: Optional[int] = None,
+                 drop_path: float = 0.,
+                 norm_cfg: dict = dict(type='LN'),
+                 conv_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU')):
         super().__init__()
         if local_branch == 'conv':
@@ -56,11 +64,20 @@ class DualTokenBlock(nn.Module):
             self.global_module = None
         else:
             self.global_module = GlobalTokenModule(
-                channels, num_heads, downsample_steps, downsample=downsample,
+                channels,
+                num_heads,
+                downsample_steps,
+                downsample=downsample,
                 fusion='weighted_sum' if global_tokens == 'position_aware' else 'attention',
-                token_mlp=token_mlp, mlp_ratio=mlp_ratio, grid_size=grid_size,
-                reference_grid=reference_grid, max_global_tokens=max_global_tokens, drop_path=drop_path,
-                norm_cfg=norm_cfg, conv_norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
+                token_mlp=token_mlp,
+                mlp_ratio=mlp_ratio,
+                grid_size=grid_size,
+                reference_grid=reference_grid,
+                max_global_tokens=max_global_tokens,
+                drop_path=drop_path,
+                norm_cfg=norm_cfg,
+                conv_norm_cfg=conv_norm_cfg,
+                act_cfg=act_cfg)
         self.ffn_norm = build_norm_layer(norm_cfg, channels)[1]
         self.ffn = Mlp(channels, mlp_ratio, act_cfg)
         self.bidim_attn = BiDimAttention(channels, norm_cfg=norm_cfg, act_cfg=act_cfg)

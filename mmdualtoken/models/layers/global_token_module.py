@@ -97,15 +97,25 @@ class TokenDownsample(nn.Module):
         conv_norm_cfg (dict): Defaults to ``dict(type='BN')``.
     """
 
-    def __init__(self, channels: int, steps: int, mode: str = 'step_wise',
-                 max_global_tokens: Optional[int] = None, conv_norm_cfg: dict = dict(type='BN')):
+    def __init__(self,
+                 channels: int,
+                 steps: int,
+                 mode: str = 'step_wise',
+                 max_global_tokens: Optional[int] = None,
+                 conv_norm_cfg: dict = dict(type='BN')):
         super().__init__()
         self.max_global_tokens = max_global_tokens
         self.stride = 2**steps
 
         def conv(kernel, stride, padding):
-            return ConvModule(channels, channels, kernel, stride=stride, padding=padding,
-                              norm_cfg=conv_norm_cfg, act_cfg=None)
+            return ConvModule(
+                channels,
+                channels,
+                kernel,
+                stride=stride,
+                padding=padding,
+                norm_cfg=conv_norm_cfg,
+                act_cfg=None)
 
         self.pad_to_stride = steps > 0 and mode == 'one_step'
         if steps == 0:
@@ -180,20 +190,28 @@ class GlobalTokenModule(nn.Module):
         norm_cfg, conv_norm_cfg, act_cfg (dict): Layer configs.
     """
 
-    def __init__(self, channels: int, num_heads: int, downsample_steps: int,
-                 downsample: str = 'step_wise', fusion: str = 'weighted_sum',
-                 token_mlp: str = 'mlp', mlp_ratio: float = 4., grid_size: tuple = (7, 7),
+    def __init__(self,
+                 channels: int,
+                 num_heads: int,
+                 downsample_steps: int,
+                 downsample: str = 'step_wise',
+                 fusion: str = 'weighted_sum',
+                 token_mlp: str = 'mlp',
+                 mlp_ratio: float = 4.,
+                 grid_size: tuple = (7, 7),
                  reference_grid: Optional[tuple] = None,
-                 max_global_tokens: Optional[int] = None, drop_path: float = 0.,
-                 norm_cfg: dict = dict(type='LN'), conv_norm_cfg: dict = dict(type='BN'),
+                 max_global_tokens: Optional[int] = None,
+                 drop_path: float = 0.,
+                 norm_cfg: dict = dict(type='LN'),
+                 conv_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU')):
         super().__init__()
         self.fusion = fusion
         self.grid_size = tuple(grid_size)
         self.reference_grid = tuple(reference_grid) if reference_grid else self.grid_size
         self.max_global_tokens = max_global_tokens
-        self.downsample = TokenDownsample(channels, downsample_steps, downsample,
-                                          max_global_tokens, conv_norm_cfg)
+        self.downsample = TokenDownsample(channels, downsample_steps, downsample, max_global_tokens,
+                                          conv_norm_cfg)
         self.aggregate_norm = build_norm_layer(norm_cfg, channels)[1]
         self.aggregate = MultiheadSelfAttention(channels, num_heads)
         if fusion == 'weighted_sum':
@@ -218,8 +236,7 @@ class GlobalTokenModule(nn.Module):
         if self.grid_size == self.reference_grid:  # fixed at construction, not a size branch
             return h, w  # X_ds is within the budget already
         (gh, gw), (rh, rw) = self.grid_size, self.reference_grid
-        return budget_grid((h * gh + rh - 1) // rh, (w * gw + rw - 1) // rw,
-                           self.max_global_tokens)
+        return budget_grid((h * gh + rh - 1) // rh, (w * gw + rw - 1) // rw, self.max_global_tokens)
 
     def forward(self, x_local: torch.Tensor, tokens: torch.Tensor) -> tuple:
         """x_local: (B, H, W, C); tokens G: (B or 1, gh, gw, C).

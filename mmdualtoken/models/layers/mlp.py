@@ -26,7 +26,10 @@ class TokenMlp(nn.Module):
     G_new = G' + MLP(LN(G')); the residual and its drop path are applied by the caller.
     """
 
-    def __init__(self, channels: int, mlp_ratio: float = 4., norm_cfg: dict = dict(type='LN'),
+    def __init__(self,
+                 channels: int,
+                 mlp_ratio: float = 4.,
+                 norm_cfg: dict = dict(type='LN'),
                  act_cfg: dict = dict(type='GELU')):
         super().__init__()
         self.norm = build_norm_layer(norm_cfg, channels)[1]
@@ -48,8 +51,12 @@ class MixMlp(nn.Module):
     Returns the sum of both residual branches (the caller adds G').
     """
 
-    def __init__(self, channels: int, mlp_ratio: float = 4., norm_cfg: dict = dict(type='LN'),
-                 act_cfg: dict = dict(type='GELU'), grid_size: tuple = (7, 7),
+    def __init__(self,
+                 channels: int,
+                 mlp_ratio: float = 4.,
+                 norm_cfg: dict = dict(type='LN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 grid_size: tuple = (7, 7),
                  token_mix_ratio: float = 2.):
         super().__init__()
         self.grid_size = tuple(grid_size)

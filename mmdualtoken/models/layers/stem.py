@@ -33,8 +33,14 @@ class ConvStem(nn.Module):
 
         def conv(cin, cout, stride, groups=1):
             return ConvModule(
-                cin, cout, 3, stride=stride, padding=1, groups=groups,
-                norm_cfg=conv_norm_cfg, act_cfg=act_cfg)
+                cin,
+                cout,
+                3,
+                stride=stride,
+                padding=1,
+                groups=groups,
+                norm_cfg=conv_norm_cfg,
+                act_cfg=act_cfg)
 
         self.layers = nn.Sequential(
             conv(in_channels, hidden, 2),

@@ -33,7 +33,8 @@ def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.permute(0, 3, 1, 2)
 
 
-def resize_token_grid(tokens: torch.Tensor, size: Sequence[int],
+def resize_token_grid(tokens: torch.Tensor,
+                      size: Sequence[int],
                       mode: str = 'bicubic') -> torch.Tensor:
     """Resize tokens laid out as (B, h, w, C) to (B, size[0], size[1], C).
 
@@ -64,14 +65,17 @@ def apply_per_axis(tokens: torch.Tensor, size: Sequence, axis_matrix) -> torch.T
     return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
 
 
-def bicubic_matrix(size_in, size_out, dtype: torch.dtype, device: torch.device,
+def bicubic_matrix(size_in,
+                   size_out,
+                   dtype: torch.dtype,
+                   device: torch.device,
                    a: float = -0.75) -> torch.Tensor:
     """(size_out, size_in) matrix of ``F.interpolate(mode='bicubic', align_corners=False)``
     along one axis: output i reads source position (i + 0.5) * size_in / size_out - 0.5
     through the cubic convolution kernel (a = -0.75, torch's) at its four neighbours, which
     are clamped to the border. Sizes may be ints or the size tensors of an export."""
-    source = (torch.arange(size_out, device=device).to(torch.float32) + 0.5) * (
-        size_in / size_out) - 0.5
+    source = (torch.arange(size_out, device=device).to(torch.float32) + 0.5) * (size_in /
+                                                                                size_out) - 0.5
     floor = torch.floor(source)
     t = (source - floor)[:, None]
     offsets = torch.tensor([1., 0., -1., -2.], device=device)  # distance to each neighbour

@@ -22,7 +22,10 @@ class WindowSelfAttention(nn.Module):
         norm_cfg (dict): Defaults to ``dict(type='LN')``.
     """
 
-    def __init__(self, channels: int, num_heads: int, window_size: int = 7,
+    def __init__(self,
+                 channels: int,
+                 num_heads: int,
+                 window_size: int = 7,
                  norm_cfg: dict = dict(type='LN')):
         super().__init__()
         self.window_size = window_size

@@ -31,9 +31,14 @@ class TransposedConvFPN(BaseModule):
         **fpn_kwargs: Passed on to :class:`mmdet.models.necks.FPN`.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, num_outs: int = 5,
-                 norm_cfg: dict = dict(type='BN'), act_cfg: dict = dict(type='GELU'),
-                 init_cfg=None, **fpn_kwargs):
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 out_channels: int,
+                 num_outs: int = 5,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg=None,
+                 **fpn_kwargs):
         super().__init__(init_cfg=init_cfg)
         try:
             from mmdet.models.necks import FPN
@@ -43,8 +48,7 @@ class TransposedConvFPN(BaseModule):
         first = in_channels[0]
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(first, first, kernel_size=2, stride=2),
-            build_norm_layer(norm_cfg, first)[1],
-            build_activation_layer(act_cfg))
+            build_norm_layer(norm_cfg, first)[1], build_activation_layer(act_cfg))
         self.fpn = FPN([first, *in_channels], out_channels, num_outs, **fpn_kwargs)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
