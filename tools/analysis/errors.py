@@ -156,6 +156,8 @@ CASES: List[Tuple[str, type, Callable[[str], None]]] = [
     ('unknown ablation switch value', ValueError,
      lambda tmp: DualTokenViT(global_tokens='learned')),
     ('misspelt backbone config key', TypeError, lambda tmp: DualTokenViT(drop_path=0.1)),
+    ("mmseg base's model.pretrained (a ResNet) reaching the backbone", ValueError,
+     lambda tmp: DualTokenViT(pretrained='open-mmlab://resnet50_v1c')),
     ('input not 4-D', ValueError, lambda tmp: model()(torch.rand(3, 224, 224))),
     ('channels not 3', ValueError, lambda tmp: model()(torch.rand(1, 4, 224, 224))),
     ('image below the minimum size', ValueError, lambda tmp: model()(torch.rand(1, 3, 16, 224))),
