@@ -1,15 +1,25 @@
-"""The README is executable: every command in it (and in the configs' usage lines) runs here.
+"""README.md and the documentation pages work as written.
 
-Commands are collected from README.md's ```bash blocks, its ```python blocks are run as
-scripts, and every repository path it names must exist. Each collected command must appear
-in exactly one scenario below, which runs it as a new user would: from a working folder,
-with the data the README's own commands generate. Only what a 2-core CPU machine cannot
-afford is changed, each change named next to the command: short schedules and small data
-subsets through --cfg-options, fewer processes for multi-machine lines, the quick forms of
-the multi-minute analysis tools, and torch.compile's aot_eager backend where inductor would
-compile C++ for minutes. Commands on the real configs run unchanged and must stop
-at once with the clear missing-dataset error. A README command that no scenario runs, or a
-scenario command the README no longer has, fails the test.
+The pages (PAGES) are read as a user reads them:
+
+* every command of their ```bash blocks, and every usage line in the configs' headers, is run
+  or checked by exactly one check below; a command no check knows fails, and so does a check
+  whose command no page has any more. Commands run as written, from an empty working folder,
+  changed only where this machine cannot afford them, each change named where it is made:
+  short schedules and few images through --cfg-options, one process where a line asks for
+  eight, a stand-in ``srun`` (tests/test_frameworks/test_slurm.py runs real Slurm),
+  torch.compile's aot_eager backend. What trains for days must stop at once with the
+  one-line error of a user who has no dataset (or no ImageNet checkpoint) yet. ``make``
+  targets are checked by what they run (``make -n``): ``make test`` is what runs this suite;
+  report tools that run for many minutes are checked by their arguments, and their reports by
+  the tests named next to them;
+* every ```python block runs: scripts as they are (a comment line right after a ``print`` is
+  its expected output), configs are loaded and their model built and run on a small image;
+* every path the pages name exists, the README has at most 200 lines, the demo prints the
+  format the README shows, and the tables' processes x images and schedules are the configs'.
+
+The scripts import only torch, numpy, copy, mmdualtoken and onnxruntime, so
+test_python_snippet_runs also runs in the torch 2.1.2 matrix (tools/compat_matrix.sh).
 """
 import glob
 import json
@@ -21,45 +31,35 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, descendants, run_process_tree
+from helpers import REPO_ROOT, descendants, free_port, run_process_tree
 
-README = osp.join(REPO_ROOT, 'README.md')
+PAGES = ('README.md', 'configs/README.md', 'docs/get_started.md', 'docs/training.md',
+         'docs/backbone.md', 'docs/deployment.md', 'docs/cpu_performance.md', 'docs/development.md')
+README_MAX_LINES = 200
 VENV_BIN = osp.dirname(sys.executable)
+SCRIPT_IMPORTS = {'torch', 'numpy', 'copy', 'mmdualtoken', 'onnxruntime'}
 
 
-# ---------------------------------------------------------------- collecting
-def readme_text() -> str:
-    with open(README) as f:
+# ---------------------------------------------------------------- reading the pages
+def page_text(page: str) -> str:
+    with open(osp.join(REPO_ROOT, page)) as f:
         return f.read()
 
 
 def code_blocks(text: str) -> list:
-    """(language, body) of every fenced block, indented ones (in lists) included."""
-    blocks = []
-    for match in re.finditer(r'^( *)```(\w*)\n(.*?)^\1```', text, flags=re.S | re.M):
-        indent = len(match.group(1))
-        body = '\n'.join(line[indent:] for line in match.group(3).splitlines())
-        blocks.append((match.group(2), body))
-    return blocks
+    """(language, body) of every fenced block."""
+    return [(m.group(1), m.group(2))
+            for m in re.finditer(r'^```(\w*)\n(.*?)^```', text, flags=re.S | re.M)]
 
 
 def shell_commands(body: str) -> list:
-    """Commands of a shell block: continuation lines joined, comments and blanks dropped."""
-    commands = []
-    for line in body.replace('\\\n', ' ').splitlines():
-        line = re.sub(r'\s+#.*$', '', line).strip()
-        if line and not line.startswith('#'):
-            commands.append(line)
-    return commands
-
-
-def readme_commands() -> list:
-    return [c for lang, body in code_blocks(readme_text()) if lang == 'bash'
-            for c in shell_commands(body)]
+    """Commands of a bash block: comments and blank lines dropped."""
+    lines = (re.sub(r'\s+#.*$', '', line).strip() for line in body.splitlines())
+    return [line for line in lines if line and not line.startswith('#')]
 
 
 def config_usage_lines() -> list:
-    """Usage lines (`#   python tools/...`, `#   tools/...`, indented) in the configs' headers."""
+    """Usage lines (``#   python tools/...``, ``#   tools/...``) of the configs' headers."""
     lines = []
     for path in sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)):
         with open(path) as f:
@@ -72,26 +72,43 @@ def config_usage_lines() -> list:
     return lines
 
 
-# ---------------------------------------------------------------- running
-def bash(command: str, env=None) -> dict:
-    """Popen arguments for a README command line: bash, the venv's python first on PATH,
-    the repository's tools/ and configs/ (README paths are relative to its root)."""
+def documented_commands() -> list:
+    commands = [
+        c for page in PAGES for lang, body in code_blocks(page_text(page)) if lang == 'bash'
+        for c in shell_commands(body)
+    ]
+    return commands + config_usage_lines()
+
+
+def python_blocks(kind: str) -> list:
+    """(page, index, body) of the ```python blocks that are scripts or configs."""
+    blocks = []
+    for page in PAGES:
+        bodies = [body for lang, body in code_blocks(page_text(page)) if lang == 'python']
+        for index, body in enumerate(bodies):
+            is_config = bool(re.search(r'^_base_ = ', body, flags=re.M))
+            if is_config == (kind == 'config'):
+                blocks.append((page, index, body))
+    return blocks
+
+
+# ---------------------------------------------------------------- running commands
+def bash(command: str, env: dict = None) -> dict:
+    """Popen arguments for a command line of the pages: bash, the venv's python first on
+    PATH, and the repository's tools/ and configs/ (the pages' paths are relative to its
+    root); work_dirs/ and data/ stay relative to the working folder."""
     command = re.sub(r'(?<![\w/.-])((?:tools|configs)/)', REPO_ROOT + r'/\1', command)
-    return dict(cmd=['bash', '-c', command],
-                env=dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'],
-                         OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **(env or {})))
+    environ = dict(
+        os.environ,
+        PATH=VENV_BIN + os.pathsep + os.environ['PATH'],
+        OMP_NUM_THREADS='1',
+        PYTHONWARNINGS='ignore')
+    environ.update(env or {})
+    return dict(cmd=['bash', '-c', command], env=environ)
 
 
-def run(command: str, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
-    """Run a README command line; on a timeout its whole process tree is ended."""
+def run(command: str, cwd, env: dict = None, timeout: int = 900):
     return run_process_tree(**bash(command, env), cwd=str(cwd), timeout=timeout)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def ok(command: str, cwd, **kwargs) -> str:
@@ -101,16 +118,43 @@ def ok(command: str, cwd, **kwargs) -> str:
     return proc.stdout + proc.stderr
 
 
+def fails_with_one_line(command: str, cwd, pattern: str, **kwargs) -> str:
+    """The command stops with an ``error: ...`` line matching ``pattern``, no traceback."""
+    proc = run(command, cwd, **kwargs)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert re.search(r'error: .*' + pattern, output), output[-3000:]
+    if not command.startswith('tools/dist_'):  # torchrun adds its own report of a failure
+        assert 'Traceback' not in output, output[-3000:]
+    return output
+
+
 def cfg_options(*options: str) -> str:
     return ' --cfg-options ' + ' '.join(options)
 
 
-def last_checkpoint(work_dir) -> str:
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
-
-
-# short schedules and subsets (the only change to the tiny-config commands)
+# ---------------------------------------------------------------- the checks
+# The tiny configs (docs/get_started.md, docs/training.md), on the generated data, with
+# short schedules and few images: the only change to these commands.
+MAKE_DATA = 'python tools/data/make_tiny_datasets.py'
+DET_TRAIN = 'python tools/train.py configs/tiny/retinanet_dualtoken_s_tiny.py'
+DET_TEST = ('python tools/test.py configs/tiny/retinanet_dualtoken_s_tiny.py '
+            'work_dirs/retinanet_dualtoken_s_tiny/epoch_8.pth '
+            '--show-dir work_dirs/pictures/retinanet')
+DET = [MAKE_DATA, DET_TRAIN, DET_TEST, DET_TRAIN + ' --resume', DET_TRAIN + ' --amp']
+SEG_TRAIN = 'python tools/train.py configs/tiny/fpn_dualtoken_s_ade20k_tiny.py'
+SEG_TEST = ('python tools/test.py configs/tiny/fpn_dualtoken_s_ade20k_tiny.py '
+            'work_dirs/fpn_dualtoken_s_ade20k_tiny/iter_160.pth --show-dir work_dirs/pictures/fpn')
+SEG_SCALED = SEG_TRAIN + ' --auto-scale-lr --cfg-options train_dataloader.batch_size=4'
+SEG = [SEG_TRAIN, SEG_TEST, SEG_SCALED]
+CLS_TRAIN = 'python tools/train.py configs/tiny/dualtoken_s_in1k_tiny.py'
+CLS_TEST = ('python tools/test.py configs/tiny/dualtoken_s_in1k_tiny.py '
+            'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth '
+            '--show-dir work_dirs/pictures/classification')
+CLS_CONVERT = ('python tools/model_converters/to_backbone_checkpoint.py '
+               'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth work_dirs/dualtoken_s_backbone.pth '
+               '--arch small')
+CLS = [CLS_TRAIN, CLS_TEST, CLS_CONVERT, CLS_TRAIN + ' --compile']
 DET_SHORT = ('train_dataloader.dataset.indices=2', 'train_dataloader.batch_size=2',
              'val_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0')
 SEG_SHORT = ('train_dataloader.dataset.indices=2', 'train_dataloader.batch_size=1',
@@ -118,132 +162,481 @@ SEG_SHORT = ('train_dataloader.dataset.indices=2', 'train_dataloader.batch_size=
 CLS_SHORT = ('train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
              'val_dataloader.dataset.indices=4')
 
-# ---------------------------------------------------------------- the scenarios
-# Each README command, literally, and the scenario that runs it.
-TINY_DETECTION = [
-    'python tools/data/make_tiny_datasets.py',
-    'python tools/train.py configs/tiny/retinanet_dualtoken_s_tiny.py',
-    'python tools/test.py configs/tiny/retinanet_dualtoken_s_tiny.py '
-    'work_dirs/retinanet_dualtoken_s_tiny/epoch_8.pth --show-dir work_dirs/pictures/retinanet',
-    'python tools/train.py configs/tiny/retinanet_dualtoken_s_tiny.py --resume',
-    'python tools/train.py configs/tiny/retinanet_dualtoken_s_tiny.py --amp',
+DEMO = 'make demo'
+DEMO_SHORT = ('train_dataloader.dataset.indices=8', 'train_cfg.max_epochs=1',
+              'val_dataloader.dataset.indices=4', 'model.test_cfg.score_thr=0.0')
+INSTALLS = ['pip install -e ".[det]"', 'pip install --no-deps -e .']
+ACTIVATE = 'source .venv/bin/activate'
+# make targets and what `make -n TARGET` must show they run
+MAKE_TARGETS = {
+    'make test': ['-m pytest tests -n 2'],
+    'make test-fast': ['-m pytest tests', '-m "not slow"'],
+    'make lint': ['-m flake8', '-m isort', '-m yapf'],
+    'make compat': ['tools/compat_matrix.sh'],
+    'make compat-short': ['tools/compat_matrix.sh --short'],
+    'make complexity': ['tools/analysis/complexity.py --out docs/complexity.md'],
+}
+NOT_SLURM = 'python -m pytest tests -n 2 -m "not slurm"'
+# report tools that run for many minutes: the command's arguments must be accepted (their
+# help lists them); the report itself is checked by the test named
+REPORT_TOOLS = {
+    'python tools/analysis/errors.py --out docs/errors.md':
+    (['--help'], 'tests/test_tools/test_errors.py'),
+    'python tools/analysis/reliability.py --out docs/reliability.md':
+    (['--help'], 'tests/test_tools/test_reliability_doc.py'),
+    'python tools/analysis/benchmark.py --out docs/benchmark.md':
+    (['cpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
+}
+EXPORTS = [
+    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 --checkpoint '
+    'work_dirs/dualtoken_s_in1k/epoch_300.pth --dynamic --out dualtoken_s.onnx',
+    'python tools/deployment/export_onnx.py --arch small --exporter dynamo '
+    '--out dualtoken_s_dynamo.onnx --latency',
 ]
-TINY_SEGMENTATION = [
-    'python tools/train.py configs/tiny/fpn_dualtoken_s_ade20k_tiny.py',
-    'python tools/test.py configs/tiny/fpn_dualtoken_s_ade20k_tiny.py '
-    'work_dirs/fpn_dualtoken_s_ade20k_tiny/iter_160.pth --show-dir work_dirs/pictures/fpn',
-    'python tools/train.py configs/tiny/fpn_dualtoken_s_ade20k_tiny.py --auto-scale-lr '
-    '--cfg-options train_dataloader.batch_size=4',
-]
-TINY_CLASSIFICATION = [
-    'python tools/train.py configs/tiny/dualtoken_s_in1k_tiny.py',
-    'python tools/test.py configs/tiny/dualtoken_s_in1k_tiny.py '
-    'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth --show-dir work_dirs/pictures/classification',
-    'python tools/model_converters/to_backbone_checkpoint.py '
-    'work_dirs/dualtoken_s_in1k_tiny/epoch_6.pth work_dirs/dualtoken_s_backbone.pth '
-    '--arch small',
-    'python tools/train.py configs/tiny/dualtoken_s_in1k_tiny.py --compile',
-]
+COLLECT_ABLATIONS = 'python tools/analysis/collect_ablations.py work_dirs --out ablations.md'
 TWO_MACHINES = [
-    'NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
-    'configs/retinanet_dualtoken_s.py 8',
-    'NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
-    'configs/retinanet_dualtoken_s.py 8',
+    f'NNODES=2 NODE_RANK={rank} MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
+    'configs/dualtoken_s_in1k.py 8 --auto-scale-lr' for rank in (0, 1)
 ]
-DEPLOYMENT = [
-    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
-    '--out dualtoken_s.onnx --latency',
-    'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 '
-    '--exporter dynamo --out dualtoken_s_dynamo.onnx --latency',
-]
-INSTALLS = ['pip install -e ".[det]"', 'pip install -e ".[seg]"']
-OWN_ENVIRONMENT = ['make demo', 'make test', 'source .venv/bin/activate']
-ANALYSIS = [
-    'make complexity',
-    'python tools/analysis/errors.py --out docs/errors.md',
-    'python tools/analysis/benchmark.py --out docs/benchmark.md',
-    'tools/compat_matrix.sh',
-    'python tools/analysis/reliability.py --out docs/reliability.md',
-]
+SLURM = {
+    'GPUS=16 GPUS_PER_NODE=8 tools/slurm_train.sh PARTITION dualtoken_s '
+    'configs/dualtoken_s_in1k.py work_dirs/dualtoken_s_in1k --auto-scale-lr': [
+        '--partition=PARTITION', '--job-name=dualtoken_s', '--ntasks=16', '--ntasks-per-node=8',
+        '--launcher=slurm', '--work-dir=work_dirs/dualtoken_s_in1k', '--auto-scale-lr'
+    ],
+    'GPUS=8 tools/slurm_test.sh PARTITION retinanet_s configs/retinanet_dualtoken_s.py '
+    'work_dirs/retinanet_dualtoken_s/epoch_12.pth': [
+        '--partition=PARTITION', '--job-name=retinanet_s', '--ntasks=8', '--launcher=slurm',
+        'work_dirs/retinanet_dualtoken_s/epoch_12.pth'
+    ],
+}
+# fine-tuning on the real configs where the dataset is in place (its folders and annotation
+# files, empty) but the ImageNet checkpoint is not: what tools/train.py says
+PRETRAINED = {
+    'tools/dist_train.sh configs/retinanet_dualtoken_s.py 8':
+    r'Pretrained backbone checkpoint not found: work_dirs/dualtoken_s_in1k/epoch_300\.pth.*'
+    r'tools/train\.py configs/dualtoken_s_in1k\.py.*model\.backbone\.init_cfg=None',
+    'python tools/train.py configs/retinanet_dualtoken_s.py --cfg-options '
+    'model.backbone.init_cfg.checkpoint=work_dirs/my_run/epoch_300.pth':
+    r'Pretrained backbone checkpoint not found: work_dirs/my_run/epoch_300\.pth.*'
+    r'configs/dualtoken_s_in1k\.py',
+    # from scratch: past the checkpoint check, stopped by the empty annotation file
+    'python tools/train.py configs/retinanet_dualtoken_s.py --cfg-options '
+    'model.backbone.init_cfg=None':
+    r'instances_train2017\.json',
+}
+
+CHECKED = (
+    DET + SEG + CLS + [DEMO, ACTIVATE, NOT_SLURM, COLLECT_ABLATIONS] + INSTALLS +
+    list(MAKE_TARGETS) + list(REPORT_TOOLS) + EXPORTS + TWO_MACHINES + list(SLURM) +
+    list(PRETRAINED))
 
 
 def real_config(command: str) -> bool:
-    """A command on a real (full-dataset) config, run unchanged: it must stop at once."""
-    return bool(re.search(r'configs/(?!tiny/)[\w/-]+\.py', command)) and \
-        not command.startswith('NNODES=')
+    """A train or test command on a full-dataset config, checked by
+    test_real_config_command_stops_without_its_dataset."""
+    return (bool(
+        re.match(
+            r'(python tools/(train|test)\.py|tools/dist_(train|test)\.sh) '
+            r'configs/(?!tiny/)\S+\.py', command)) and command not in CHECKED)
 
 
-SCENARIO_COMMANDS = (TINY_DETECTION + TINY_SEGMENTATION + TINY_CLASSIFICATION + TWO_MACHINES
-                     + DEPLOYMENT + INSTALLS + OWN_ENVIRONMENT + ANALYSIS)
+# ---------------------------------------------------------------- the pages themselves
+def test_readme_has_at_most_200_lines():
+    lines = page_text('README.md').splitlines()
+    assert len(lines) <= README_MAX_LINES, f'README.md has {len(lines)} lines'
 
 
-def test_every_readme_command_has_a_scenario_and_every_scenario_a_command():
-    commands = readme_commands() + config_usage_lines()
-    assert len(commands) > 20
-    unhandled = [c for c in commands if c not in SCENARIO_COMMANDS and not real_config(c)]
-    assert not unhandled, f'README/config commands the suite does not run: {unhandled}'
-    stale = [c for c in SCENARIO_COMMANDS if c not in commands]
-    assert not stale, f'scenario commands the README no longer has: {stale}'
+def test_every_command_is_checked_and_every_check_has_its_command():
+    commands = documented_commands()
+    assert len(commands) > 30
+    unchecked = sorted({c for c in commands if c not in CHECKED and not real_config(c)})
+    assert not unchecked, f'commands of the pages that no check of this file runs: {unchecked}'
+    stale = [c for c in CHECKED if c not in commands]
+    assert not stale, f'checks of commands no page has any more: {stale}'
 
 
 def test_no_command_hides_outside_a_bash_block():
-    for lang, body in code_blocks(readme_text()):
-        if lang != 'bash':
-            assert not re.search(r'^\s*(python tools/|tools/|make |pip )', body, flags=re.M), \
-                f'a command in a ```{lang} block is not collected:\n{body}'
+    for page in PAGES:
+        for lang, body in code_blocks(page_text(page)):
+            if lang != 'bash':
+                assert not re.search(
+                    r'^\s*(python tools/|tools/|make |pip )', body,
+                    flags=re.M), f'{page}: a command in a ```{lang} block'
 
 
-def test_every_named_path_exists():
-    text = readme_text() + '\n'.join(config_usage_lines())
-    names = set(re.findall(r'(?<![\w/.-])((?:tools|configs|docs|mmdualtoken|requirements|tests)'
-                           r'/[\w./{},-]*[\w}])', text))
-    names |= set(re.findall(r'\]\(((?!https?:)[^)#]+)\)', text))  # markdown links
-    missing = []
-    for name in names:
-        for path in expand_braces(name):
-            if not glob.glob(osp.join(REPO_ROOT, path)):
-                missing.append(path)
-    assert not missing, f'README names paths that do not exist: {sorted(missing)}'
+def table_cells(page: str, first_cell: str) -> list:
+    line = next(line for line in page_text(page).splitlines() if line.startswith('| ' + first_cell))
+    return [c.strip() for c in line.strip().strip('|').split('|')]
+
+
+def test_install_table_is_the_pinned_versions():
+    """The README's tested combinations are what the set-up and the matrix install."""
+    with open(osp.join(REPO_ROOT, 'requirements', 'constraints.txt')) as f:
+        pins = dict(re.findall(r'^([\w-]+)==(\S+)', f.read(), flags=re.M))
+    own = table_cells('README.md', "this repository's set-up")
+    assert own[1:5] == [
+        f'{pins["torch"]}, torchvision {pins["torchvision"]}',
+        f'{pins["mmcv"]}, ops built from source', pins['mmengine'],
+        f'{pins["mmdet"]}, {pins["mmsegmentation"]}, {pins["mmpretrain"]}'
+    ]
+    with open(osp.join(REPO_ROOT, 'tools', 'compat_matrix.sh')) as f:
+        matrix = f.read()
+    oldest = re.search(r'^ROWS=\(\n\s+"([\d.]+)\|', matrix, flags=re.M).group(1)
+    common = dict(
+        re.findall(r'([\w-]+)==([\d.]+)',
+                   re.search(r'^COMMON=\((.*)\)', matrix, flags=re.M).group(1)))
+    torch_21 = table_cells('README.md', 'torch 2.1 ')
+    assert torch_21[1:4] == [oldest, f'mmcv-lite {common["mmcv-lite"]}', common['mmengine']]
+
+
+def named_paths(page: str) -> set:
+    """Paths a page names: repository paths in its text, and its relative links (resolved
+    from the page's folder), braces expanded."""
+    text = page_text(page)
+    names = set(
+        re.findall(
+            r'(?<![\w/.-])((?:tools|configs|docs|mmdualtoken|requirements|tests)'
+            r'/[\w./{},-]*[\w}])', text))
+    for link in re.findall(r'\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)', text):
+        names.add(osp.normpath(osp.join(osp.dirname(page), link)))
+    return {path for name in names for path in expand_braces(name)}
 
 
 def expand_braces(pattern: str) -> list:
     match = re.search(r'\{([^{}]*)\}', pattern)
     if not match:
         return [pattern]
-    return [p for option in match.group(1).split(',')
-            for p in expand_braces(pattern[:match.start()] + option + pattern[match.end():])]
+    return [
+        p for option in match.group(1).split(',')
+        for p in expand_braces(pattern[:match.start()] + option + pattern[match.end():])
+    ]
 
 
-REAL_CONFIG_COMMANDS = sorted(set(c for c in readme_commands() + config_usage_lines()
-                                  if real_config(c)))
+@pytest.mark.parametrize('page', PAGES)
+def test_every_named_path_exists(page):
+    missing = sorted(p for p in named_paths(page) if not osp.exists(osp.join(REPO_ROOT, p)))
+    assert not missing, f'{page} names paths that do not exist: {missing}'
 
 
+def config_facts(config: str) -> dict:
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
+    train_cfg = cfg.train_cfg
+    return dict(
+        batch=cfg.train_dataloader.batch_size,
+        total=cfg.auto_scale_lr.base_batch_size,
+        epochs=train_cfg.get('max_epochs'),
+        iterations=train_cfg.get('max_iters'),
+        backbone=cfg.model.backbone)
+
+
+def table_rows(page: str) -> list:
+    """(configs, processes, images, schedule) of every table row that names configs and a
+    `processes x images` cell."""
+    rows = []
+    for line in page_text(page).splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        sizes = [re.fullmatch(r'(\d+) x (\d+)', c) for c in cells]
+        sizes = [m for m in sizes if m]
+        if not line.startswith('|') or not sizes:
+            continue
+        configs = re.findall(r'\]\(([^)]+\.py)\)', line)
+        configs = [osp.normpath(osp.join(osp.dirname(page), c)) for c in configs]
+        schedule = next(c for c in cells if re.fullmatch(r'\d+k? (epochs|iterations)', c))
+        rows.append((configs, int(sizes[0].group(1)), int(sizes[0].group(2)), schedule))
+    return rows
+
+
+@pytest.mark.parametrize('page', ['README.md', 'docs/training.md'])
+def test_processes_images_and_schedules_are_the_configs(page):
+    rows = table_rows(page)
+    assert len(rows) >= 5
+    for configs, processes, images, schedule in rows:
+        assert configs
+        number, unit = re.fullmatch(r'(\d+k?) (epochs|iterations)', schedule).groups()
+        number = int(number[:-1]) * 1000 if number.endswith('k') else int(number)
+        for config in configs:
+            facts = config_facts(config)
+            assert (facts['batch'], facts['total']) == (images, processes * images), config
+            assert facts['epochs' if unit == 'epochs' else 'iterations'] == number, config
+
+
+def test_dense_configs_fine_tune_from_the_checkpoint_the_readme_names():
+    """The README: pretraining writes work_dirs/dualtoken_s_in1k/epoch_300.pth and the dense
+    configs start from the ImageNet checkpoint of their own arch."""
+    assert config_facts('configs/dualtoken_s_in1k.py')['epochs'] == 300
+    for config in glob.glob(osp.join(REPO_ROOT, 'configs', '*.py')):
+        name = osp.basename(config)
+        if name.startswith('dualtoken_'):
+            continue
+        backbone = config_facts(osp.relpath(config, REPO_ROOT))['backbone']
+        arch = {'tiny': 't', 'small': 's'}[backbone.arch]
+        assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
+        assert backbone.init_cfg.checkpoint == f'work_dirs/dualtoken_{arch}_in1k/epoch_300.pth'
+
+
+# ---------------------------------------------------------------- python blocks
+def expected_output(body: str) -> list:
+    """The comment line right after each ``print(...)`` line: what it prints."""
+    lines = body.splitlines()
+    return [
+        after[2:] for line, after in zip(lines, lines[1:])
+        if line.lstrip().startswith('print(') and after.startswith('# ')
+    ]
+
+
+SCRIPTS = python_blocks('script')
+CONFIGS = python_blocks('config')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'page, index, body', SCRIPTS, ids=[f'{page}-{index}' for page, index, _ in SCRIPTS])
+def test_python_snippet_runs(page, index, body, tmp_path):
+    """Each script, as a file run from an empty folder; what it prints matches its comments.
+    Listed for the torch 2.1.2 matrix: it needs torch, mmengine, mmcv(-lite) and onnxruntime."""
+    imported = set(re.findall(r'^(?:from|import) (\w+)', body, flags=re.M))
+    assert imported <= SCRIPT_IMPORTS, f'{page}: imports beyond {SCRIPT_IMPORTS}: {imported}'
+    script = tmp_path / 'snippet.py'
+    script.write_text(body)
+    proc = subprocess.run([sys.executable, str(script)],
+                          cwd=tmp_path,
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    assert proc.returncode == 0, f'{page}:\n{body}\n{proc.stderr[-4000:]}'
+    printed = proc.stdout.splitlines()
+    expected = expected_output(body)
+    assert printed == expected, f'{page}: printed {printed}, the page says {expected}'
+
+
+def test_the_snippets_are_found():
+    assert len(SCRIPTS) >= 4 and [page for page, _, _ in SCRIPTS].count('README.md') == 2
+    assert sum(len(expected_output(body)) for _, _, body in SCRIPTS) >= 4
+    scopes = [re.search(r"_base_ = '(\w+)::", body).group(1) for _, _, body in CONFIGS]
+    assert sorted(set(scopes)) == ['mmdet', 'mmpretrain', 'mmseg']
+    for _, _, body in CONFIGS:
+        assert "custom_imports = dict(imports=['mmdualtoken']" in body
+
+
+@pytest.mark.parametrize(
+    'page, index, body', CONFIGS, ids=[f'{page}-{index}' for page, index, _ in CONFIGS])
+def test_config_snippet_builds_and_runs(page, index, body, tmp_path):
+    """Each config block, as a config file: loaded (its custom_imports imported), the model
+    built in its framework's registry and run on a 1x3x128x128 image (SyncBN as BN, as the
+    tools do on one process)."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    path = tmp_path / 'snippet_config.py'
+    path.write_text(body)
+    cfg = Config.fromfile(str(path))
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    registry = {
+        'mmdet': 'mmdet.registry',
+        'mmseg': 'mmseg.registry',
+        'mmpretrain': 'mmpretrain.registry'
+    }[scope]
+    models = __import__(registry, fromlist=['MODELS']).MODELS
+    model = revert_sync_batchnorm(models.build(cfg.model)).eval()
+    assert type(model.backbone).__name__ == 'DualTokenViT'
+    image = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        if scope == 'mmpretrain':
+            assert model(image, mode='tensor').shape == (1, cfg.model.head.num_classes)
+            return
+        feats = model.extract_feat(image)
+        assert len(feats) == (cfg.model.get('neck') or {}).get('num_outs', 3)
+        if scope == 'mmdet':
+            head = model.bbox_head if hasattr(model, 'bbox_head') else model.rpn_head
+            assert all(out[0].shape[-2:] == f.shape[-2:]
+                       for out, f in zip(zip(*head(feats)), feats))
+        else:
+            for head in (model.decode_head, model.auxiliary_head):
+                assert head(feats).shape[:2] == (1, head.num_classes)
+
+
+# ---------------------------------------------------------------- commands
+@pytest.mark.slow
+def test_demo_prints_the_readme_format(tmp_path):
+    """`make demo` runs tools/demo.py with DEMO_ARGS (make -n); tools/demo.py, run from an
+    empty folder with a 1-epoch schedule on 8 images, prints the README's lines (its
+    ``<...>`` placeholders are the figures, epoch_8 is epoch_1 here)."""
+    proc = subprocess.run(['make', '-n', '-C', REPO_ROOT, 'demo', 'DEMO_ARGS=--ARGS'],
+                          capture_output=True,
+                          text=True,
+                          timeout=60)
+    assert re.search(r'^\S*python tools/demo\.py --ARGS$', proc.stdout, flags=re.M), proc.stdout
+    shown = next(body for lang, body in code_blocks(page_text('README.md'))
+                 if lang == 'text' and body.startswith('[demo]')).splitlines()
+    out = ok('python tools/demo.py' + cfg_options(*DEMO_SHORT), tmp_path)
+    printed = [line.rstrip() for line in out.splitlines()]
+    for line in shown:
+        pattern = re.escape(line.replace('epoch_8', 'epoch_1'))
+        pattern = re.sub(r'<image>', r'\\S+', pattern)
+        pattern = re.sub(r'<[^>]+>', r'-?\\d+(?:\\.\\d+)?', pattern)
+        assert any(re.fullmatch(pattern, p) for p in printed), (line, out[-3000:])
+    assert (tmp_path / 'work_dirs' / 'demo' / 'detections.png').stat().st_size > 10000
+
+
+def test_make_targets_run_what_the_pages_say():
+    for command, expected in MAKE_TARGETS.items():
+        proc = subprocess.run(['make', '-n', '-C', REPO_ROOT,
+                               command.split()[1]],
+                              capture_output=True,
+                              text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        for part in expected:
+            assert part in proc.stdout, (command, part, proc.stdout)
+    with open(osp.join(REPO_ROOT, '.ci', 'run')) as f:  # "what CI runs"
+        ci = f.read()
+    assert re.search(
+        r'^make test$', ci, flags=re.M) and re.search(
+            r'^make compat-short$', ci, flags=re.M)
+
+
+@pytest.mark.slow
+def test_the_suite_without_slurm_is_collected(tmp_path):
+    """`python -m pytest tests -n 2 -m "not slurm"`: collected (without running it), it
+    leaves out the slurm test and nothing else fails to import."""
+    args = shlex.split(NOT_SLURM)[1:]
+    assert args[:3] == ['-m', 'pytest', 'tests'] and '-n' in args
+    import xdist  # noqa: F401  (-n 2)
+    proc = subprocess.run([
+        sys.executable, '-m', 'pytest', 'tests', '-m', 'not slurm', '--collect-only', '-q', '-p',
+        'no:cacheprovider'
+    ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r'\d+/\d+ tests collected \(\d+ deselected\)', proc.stdout), \
+        proc.stdout[-1000:]
+
+
+@pytest.mark.parametrize('command', sorted(REPORT_TOOLS))
+def test_report_tool_accepts_its_arguments(command):
+    help_args, owner = REPORT_TOOLS[command]
+    assert osp.isfile(osp.join(REPO_ROOT, owner))
+    tool = shlex.split(command)[1]
+    proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, tool), *help_args],
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for option in (a for a in shlex.split(command) if a.startswith('--')):
+        assert option in proc.stdout, (command, option)
+
+
+@pytest.mark.slow
+def test_make_complexity_writes_the_committed_report(tmp_path):
+    """The README's params and MACs come from docs/complexity.md: what the tool writes today."""
+    ok(f'python tools/analysis/complexity.py --out {tmp_path}/complexity.md', tmp_path)
+    with open(osp.join(REPO_ROOT, 'docs', 'complexity.md')) as f:
+        assert (tmp_path / 'complexity.md').read_text() == f.read(), \
+            'docs/complexity.md is out of date: run make complexity'
+
+
+@pytest.mark.slow
+def test_install_commands_keep_the_installed_torch_and_mmcv(tmp_path):
+    """pip's own report, offline: installing into this environment installs mmdualtoken and
+    nothing else (torch, mmcv and the frameworks stay as they are)."""
+    for command in INSTALLS:
+        report = tmp_path / 'report.json'
+        proc = subprocess.run([
+            sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index',
+            '--no-build-isolation', '--report',
+            str(report), *shlex.split(command)[2:]
+        ],
+                              cwd=REPO_ROOT,
+                              capture_output=True,
+                              text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(report) as f:
+            install = [item['metadata']['name'] for item in json.load(f)['install']]
+        assert install == ['mmdualtoken'], (command, install)
+
+
+def test_activate_gives_the_environment(tmp_path):
+    """From a shell whose PATH has no venv: after the page's line, `python` is the venv's."""
+    script = (f'cd {REPO_ROOT} && {ACTIVATE} && cd {tmp_path} && '
+              'python -c "import sys, mmdualtoken; print(sys.prefix)"')
+    proc = subprocess.run(['bash', '-c', script],
+                          capture_output=True,
+                          text=True,
+                          timeout=120,
+                          env=dict(HOME=os.environ.get('HOME', '/'), PATH='/usr/bin:/bin'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == osp.join(REPO_ROOT, '.venv')
+
+
+REAL_CONFIG_COMMANDS = sorted({c for c in documented_commands() if real_config(c)})
+
+
+def one_process(command: str) -> str:
+    """tools/dist_*.sh lines with one process instead of eight (2 cores here)."""
+    command = re.sub(r'^(tools/dist_train\.sh \S+) \d+', r'\1 1', command)
+    return re.sub(r'^(tools/dist_test\.sh \S+ \S+) \d+', r'\1 1', command)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('command', REAL_CONFIG_COMMANDS)
-def test_real_config_commands_stop_with_the_missing_dataset_error(command, tmp_path):
-    proc = run(command, tmp_path, timeout=600, env=dict(PORT=str(free_port())))
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert re.search(r'error: (Dataset folder|Annotation file) not found: .*data/', output), \
-        output[-3000:]
-    if not command.startswith('tools/dist_'):  # torchrun adds its own report of the failure
-        assert 'Traceback' not in output, output[-3000:]
+def test_real_config_command_stops_without_its_dataset(command, tmp_path):
+    fails_with_one_line(
+        one_process(command),
+        tmp_path,
+        r'(Dataset folder|Annotation file) not found: .*data/',
+        env=dict(PORT=str(free_port())))
 
 
+def fake_coco(root) -> None:
+    """COCO's folders and annotation files, empty: the dataset-path check passes."""
+    for folder in ('train2017', 'val2017', 'annotations'):
+        os.makedirs(root / 'data' / 'coco' / folder)
+    for split in ('train', 'val'):
+        (root / 'data' / 'coco' / 'annotations' / f'instances_{split}2017.json').write_text('')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command', sorted(PRETRAINED))
+def test_fine_tuning_without_the_imagenet_checkpoint(command, tmp_path):
+    fake_coco(tmp_path)
+    out = fails_with_one_line(
+        one_process(command), tmp_path, PRETRAINED[command], env=dict(PORT=str(free_port())))
+    if command.endswith('init_cfg=None'):
+        assert 'Pretrained backbone checkpoint not found' not in out
+
+
+@pytest.mark.slow
 def test_two_machine_lines(tmp_path):
-    """Both machines' lines at once on this one (MASTER_ADDR is this machine, 1 process per
+    """Both machines' lines at once on this one (MASTER_ADDR this machine, one process per
     machine): they meet, and every process stops with the missing-dataset error."""
     port = free_port()
-    lines = [line.replace('MASTER_ADDR=10.0.0.1', 'MASTER_ADDR=127.0.0.1')
-             .replace('PORT=29500', f'PORT={port}').replace('.py 8', '.py 1')
-             for line in TWO_MACHINES]
     procs = []
-    for line in lines:
+    for line in TWO_MACHINES:
+        line = (
+            line.replace('MASTER_ADDR=10.0.0.1',
+                         'MASTER_ADDR=127.0.0.1').replace('PORT=29500',
+                                                          f'PORT={port}').replace('.py 8', '.py 1'))
         args = bash(line)
-        procs.append(subprocess.Popen(args['cmd'], env=args['env'], cwd=tmp_path, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                args['cmd'],
+                env=args['env'],
+                cwd=tmp_path,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT))
     try:
         outputs = [p.communicate(timeout=600)[0] for p in procs]
-    finally:  # the workers of a launcher that did not end are in sessions of their own
+    finally:  # torchrun's workers run in sessions of their own
         for pid in [d for p in procs for d in descendants(p.pid)] + [p.pid for p in procs]:
             try:
                 os.kill(pid, 9)
@@ -254,154 +647,130 @@ def test_two_machine_lines(tmp_path):
         assert 'error: Dataset folder not found' in output, output[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('command', sorted(SLURM))
+def test_slurm_line(command, tmp_path):
+    """With a stand-in srun that records its arguments: the script asks srun for what the
+    line means, and the tools/train.py or tools/test.py command it hands over, run here
+    without Slurm (--launcher none), stops with the missing-dataset error."""
+    bin_dir, record = tmp_path / 'bin', tmp_path / 'srun_args'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {record}\n')
+    (bin_dir / 'srun').chmod(0o755)
+    ok(command, tmp_path, env=dict(PATH=f'{bin_dir}:{VENV_BIN}:{os.environ["PATH"]}'))
+    args = record.read_text().splitlines()
+    for expected in SLURM[command]:
+        assert expected in args, (expected, args)
+    script = next(i for i, a in enumerate(args) if re.search(r'tools/(train|test)\.py$', a))
+    handed = [a.replace('--launcher=slurm', '--launcher=none') for a in args[script:]]
+    fails_with_one_line(f'python {shlex.join(handed)}', tmp_path, r'Dataset folder not found')
+
+
+def fake_imagenet_checkpoint(path) -> None:
+    """An ImageNet classifier checkpoint of S (random weights) where the README's export
+    command expects the pretraining run's last checkpoint."""
+    import torch
+
+    from mmdualtoken.models import DualTokenViT
+    state = {f'backbone.{k}': v for k, v in DualTokenViT(arch='small').state_dict().items()}
+    state.update({'head.fc.weight': torch.zeros(1000, 224), 'head.fc.bias': torch.zeros(1000)})
+    os.makedirs(osp.dirname(path))
+    torch.save(dict(meta=dict(epoch=300), state_dict=state), path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command', EXPORTS, ids=['torchscript_dynamic', 'dynamo_latency'])
+def test_export_command(command, tmp_path):
+    if '--checkpoint' in command:
+        fake_imagenet_checkpoint(tmp_path / 'work_dirs' / 'dualtoken_s_in1k' / 'epoch_300.pth')
+    out = ok(command, tmp_path)
+    assert re.search(r'max \|ONNX Runtime - PyTorch\| = \S+ over the 3 outputs .*: OK', out), out
+    if '--checkpoint' in command:
+        assert re.search(r'loaded \d+ backbone tensors from work_dirs/dualtoken_s_in1k', out)
+        assert 'at 1x3x224x224, 2x3x233x241' in out  # a dynamic graph, checked at another size
+    if '--latency' in command:
+        assert re.search(r'ONNX Runtime, batch 1 at 224x224, \d+ intra-op thread\(s\): median',
+                         out), out
+    graph = tmp_path / shlex.split(command)[shlex.split(command).index('--out') + 1]
+    assert graph.stat().st_size > 50 * 2**20  # S's 13.7 M fp32 weights, in the one file
+
+
+@pytest.mark.slow
+def test_collect_ablations_without_runs(tmp_path):
+    """Before any ablation has trained: every config of configs/ablations/ has its row,
+    marked as not run, in the tables written where the page says."""
+    (tmp_path / 'work_dirs').mkdir()
+    assert 'wrote ablations.md' in ok(COLLECT_ABLATIONS, tmp_path)
+    tables = (tmp_path / 'ablations.md').read_text()
+    configs = glob.glob(osp.join(REPO_ROOT, 'configs', 'ablations', '*.py'))
+    assert len(configs) == 8
+    for config in configs:
+        name = osp.splitext(osp.basename(config))[0]
+        assert re.search(rf'`{re.escape(name)}` \| not run \|', tables), name
+
+
+@pytest.mark.slow
 def test_tiny_detection_commands(tmp_path):
-    make_data, train, test, resume, amp = TINY_DETECTION
+    make_data, train, test, resume, amp = DET
     assert 'wrote 3 dataset(s)' in ok(make_data, tmp_path)
-    for folder in ('coco/train2017', 'ade/ADEChallengeData2016/images/training',
-                   'imagenet/train'):
+    for folder in ('coco/train2017', 'ade/ADEChallengeData2016/images/training', 'imagenet/train'):
         assert os.listdir(tmp_path / 'data' / 'tiny' / folder)
     ok(train + cfg_options(*DET_SHORT), tmp_path)  # 8 epochs of 1 iteration
     work_dir = tmp_path / 'work_dirs' / 'retinanet_dualtoken_s_tiny'
     assert (work_dir / 'epoch_8.pth').is_file()
-    out = ok(test + cfg_options('test_dataloader.dataset.indices=2',
-                                'model.test_cfg.score_thr=0.0'), tmp_path)
+    out = ok(
+        test + cfg_options('test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0'),
+        tmp_path)
     assert 'coco/bbox_mAP' in out
-    pictures = glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'retinanet' / '*.jpg'))
-    assert len(pictures) == 2
+    assert len(glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'retinanet' / '*.jpg'))) == 2
     out = ok(resume + cfg_options(*DET_SHORT, 'train_cfg.max_epochs=9'), tmp_path)
     assert 'Restored the random states of rank 0' in out and 'resumed epoch: 8' in out
     assert (work_dir / 'epoch_9.pth').is_file()
-    out = ok(amp + cfg_options(*DET_SHORT, 'train_cfg.max_epochs=1') +
-             ' --work-dir work_dirs/amp', tmp_path)
+    out = ok(
+        amp + cfg_options(*DET_SHORT, 'train_cfg.max_epochs=1') + ' --work-dir '
+        'work_dirs/amp', tmp_path)
     assert '--amp: CPUAmpOptimWrapper' in out
     assert (tmp_path / 'work_dirs' / 'amp' / 'epoch_1.pth').is_file()
 
 
+@pytest.mark.slow
 def test_tiny_segmentation_commands(tiny_workdir, tmp_path):
-    train, test, auto_scale = TINY_SEGMENTATION
+    train, test, scaled = SEG
     os.symlink(tiny_workdir / 'data', tmp_path / 'data')
     ok(train + cfg_options(*SEG_SHORT), tmp_path)  # the 160 iterations at batch 1
-    work_dir = tmp_path / 'work_dirs' / 'fpn_dualtoken_s_ade20k_tiny'
-    assert (work_dir / 'iter_160.pth').is_file()
+    assert (tmp_path / 'work_dirs' / 'fpn_dualtoken_s_ade20k_tiny' / 'iter_160.pth').is_file()
     out = ok(test + cfg_options('test_dataloader.dataset.indices=2'), tmp_path)
     assert 'mIoU' in out
-    pictures = glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'fpn' / '**' / '*.png'),
-                         recursive=True)
+    pictures = glob.glob(
+        str(tmp_path / 'work_dirs' / 'pictures' / 'fpn' / '**' / '*.png'), recursive=True)
     assert len(pictures) == 2, pictures
-    out = ok(auto_scale + ' train_dataloader.dataset.indices=8 train_cfg.max_iters=2 '
-             'val_dataloader.dataset.indices=2 --work-dir work_dirs/scaled', tmp_path)
-    # base batch 8, actual 4: half the config's lr
-    assert 'Scaling the original LR by 0.5' in out, out[-3000:]
+    out = ok(
+        scaled + ' train_dataloader.dataset.indices=8 train_cfg.max_iters=2 '
+        'val_dataloader.dataset.indices=2 --work-dir work_dirs/scaled', tmp_path)
+    assert 'Scaling the original LR by 0.5' in out, out[-3000:]  # base batch 8, actual 4
 
 
+@pytest.mark.slow
 def test_tiny_classification_commands(tiny_workdir, tmp_path):
-    train, test, convert, compiled = TINY_CLASSIFICATION
+    import torch
+    train, test, convert, compiled = CLS
     os.symlink(tiny_workdir / 'data', tmp_path / 'data')
     out = ok(train + cfg_options(*CLS_SHORT), tmp_path)  # the 6 epochs of 2 iterations
-    import torch
-    # training on the CPU keeps freed memory in the heap ("Speed on CPU"), and says so
+    # training on the CPU keeps freed memory in the heap (docs/cpu_performance.md)
     assert ('CPU memory: freed memory stays in the heap' in out) != torch.cuda.is_available()
-    work_dir = tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny'
-    assert (work_dir / 'epoch_6.pth').is_file()
+    assert (tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny' / 'epoch_6.pth').is_file()
     out = ok(test + cfg_options('test_dataloader.dataset.indices=4'), tmp_path)
     assert 'accuracy/top1' in out
-    pictures = glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'classification' / '*'))
-    assert len(pictures) == 4
+    assert len(glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'classification' / '*'))) == 4
     ok(convert, tmp_path)
-    converted = torch.load(tmp_path / 'work_dirs' / 'dualtoken_s_backbone.pth',
-                           weights_only=True)
-    assert converted['state_dict'] and all(k.startswith('backbone.')
-                                           for k in converted['state_dict'])
-    # one epoch; the aot_eager backend (dynamo and AOTAutograd capture the forward and the
-    # backward as with inductor) instead of inductor's minutes of C++ compilation here
-    out = ok(compiled + cfg_options(*CLS_SHORT, 'train_cfg.max_epochs=1',
-                                    'compile.backend=aot_eager') +
-             ' --work-dir work_dirs/compiled', tmp_path)
+    converted = torch.load(tmp_path / 'work_dirs' / 'dualtoken_s_backbone.pth', weights_only=True)
+    assert converted['state_dict'] and all(
+        k.startswith('backbone.') for k in converted['state_dict'])
+    # one epoch; aot_eager (dynamo and AOTAutograd capture forward and backward as for
+    # inductor) instead of inductor's minutes of C++ compilation
+    out = ok(
+        compiled + cfg_options(*CLS_SHORT, 'train_cfg.max_epochs=1', 'compile.backend=aot_eager') +
+        ' --work-dir work_dirs/compiled', tmp_path)
     assert re.search(r'torch\.compile: [1-9]\d* graph\(s\) of the backbone compiled', out), \
         out[-3000:]
     assert (tmp_path / 'work_dirs' / 'compiled' / 'epoch_1.pth').is_file()
-
-
-@pytest.mark.parametrize('export', DEPLOYMENT, ids=['torchscript', 'dynamo'])
-def test_deployment_command(tmp_path, export):
-    """Unchanged: S exported at 224, checked in ONNX Runtime and timed (10-20 s each)."""
-    out = ok(export, tmp_path)
-    assert re.search(r'max \|ONNX Runtime - PyTorch\| = \S+ over the 3 outputs .*: OK', out)
-    assert re.search(r'ONNX Runtime, batch 1 at 224x224, 2 intra-op thread\(s\): median '
-                     r'\d+\.\d+ ms', out), out[-3000:]
-    graph = tmp_path / shlex.split(export)[shlex.split(export).index('--out') + 1]
-    assert graph.stat().st_size > 50 * 2**20  # 13.7 M fp32 weights, in the one file
-
-
-def test_install_into_an_environment_that_has_torch_and_mmcv(tmp_path):
-    """pip's own report: installing into this environment (torch 2.14.1, mmcv 2.1.0 built
-    here) installs mmdualtoken and nothing else; torch and mmcv stay."""
-    for command in INSTALLS:
-        report = tmp_path / 'report.json'
-        args = shlex.split(command)[2:]
-        # offline (--no-index, --no-build-isolation): what is installed must satisfy it
-        proc = subprocess.run([sys.executable, '-m', 'pip', 'install', '--dry-run',
-                               '--no-index', '--no-build-isolation', '--report', str(report),
-                               *args],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        with open(report) as f:
-            install = [item['metadata']['name'] for item in json.load(f)['install']]
-        assert install == ['mmdualtoken'], (command, install)
-
-
-def test_own_environment_commands(tmp_path):
-    demo, make_test, activate = OWN_ENVIRONMENT
-    with open(osp.join(REPO_ROOT, '.ci', 'run')) as f:  # `make test` is what CI runs
-        assert re.search(r'^make test$', f.read(), flags=re.M)
-    out = ok(f'source {REPO_ROOT}/.venv/bin/activate && python -c "import mmdualtoken"',
-             tmp_path)
-    assert activate.split()[1] == '.venv/bin/activate' and 'Error' not in out
-    # the demo, with a 1-epoch schedule on 8 images
-    short = ('train_dataloader.dataset.indices=8 train_cfg.max_epochs=1 '
-             'val_dataloader.dataset.indices=4 model.test_cfg.score_thr=0.0')
-    out = ok(f'make -C {REPO_ROOT} {demo.split()[1]} DEMO_ARGS="--work-dir {tmp_path}/demo '
-             f'--data-root {tmp_path}/data --cfg-options {short}"', tmp_path)
-    for line in ('[demo] RetinaNet + DualToken-ViT-S', 'COCO bbox mAP:', 'picture:',
-                 'wall time:'):
-        assert line in out
-    assert (tmp_path / 'demo' / 'detections.png').stat().st_size > 10000
-
-
-def test_analysis_commands(tmp_path):
-    complexity, errors, benchmark, matrix, reliability = ANALYSIS
-    assert ok(f'make -C {REPO_ROOT} -n {complexity.split()[1]}', tmp_path).count(
-        'tools/analysis/complexity.py --out docs/complexity.md') == 1
-    # the documents in the repository are what the tools write today
-    ok(f'python tools/analysis/complexity.py --out {tmp_path}/complexity.md', tmp_path)
-    assert_same_document(tmp_path / 'complexity.md', 'docs/complexity.md')
-    ok(errors.replace('docs/errors.md', f'{tmp_path}/errors.md'), tmp_path)
-    assert_same_document(tmp_path / 'errors.md', 'docs/errors.md')
-    # the benchmark's quick form, into a folder that does not exist yet (the RetinaNet
-    # sections at 128x96: at 1333x800 they take minutes)
-    ok(benchmark.replace('docs/benchmark.md', f'{tmp_path}/new/benchmark.md') +
-       ' --models DualToken-ViT-T ResNet-18 --repeats 1 --warmup 0 --batch 2 --threads 1 '
-       '--skip-extras --det-size 96 128 --det-repeats 1 --heap-rounds 1 --heap-iterations 1',
-       tmp_path)
-    assert (tmp_path / 'new' / 'benchmark.png').is_file()
-    # the reliability report's short form: one fault test (the full set runs in this suite
-    # anyway, each test checking its own row); its row is the committed document's
-    ok(reliability.replace('docs/reliability.md', f'{tmp_path}/reliability.md') +
-       ' -k test_classification_listed_image_missing', tmp_path)
-    rows = [line for line in (tmp_path / 'reliability.md').read_text().splitlines()
-            if line.startswith('| ') and '`tests/' in line]
-    assert len(rows) == 1
-    with open(osp.join(REPO_ROOT, 'docs', 'reliability.md')) as f:
-        assert rows[0] in f.read()
-    # the matrix's short form (torch 2.1.2 only, a few backbone tests)
-    out = ok(matrix + ' --short', tmp_path, timeout=1800)
-    assert re.search(r'\| 2\.1\.2\S* \| 1\.\d+\.\d+ \| 0\.10\.7 \| 2\.1\.0 \| \d+ passed', out), \
-        out[-3000:]
-
-
-def assert_same_document(written, committed):
-    with open(written) as f:
-        new = f.read()
-    with open(osp.join(REPO_ROOT, committed)) as f:
-        old = f.read()
-    assert new == old, f'{committed} is out of date: regenerate it with its tool'
