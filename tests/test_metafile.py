@@ -46,6 +46,7 @@ def backbone_complexity(arch: str):
     return count_complexity(DualTokenViT(arch=arch), (1, 3, 224, 224))
 
 
+@functools.lru_cache(maxsize=None)
 def load_config(config: str):
     from mmengine.config import Config
     return Config.fromfile(osp.join(REPO_ROOT, config))

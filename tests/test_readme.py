@@ -21,6 +21,7 @@ The pages (PAGES) are read as a user reads them:
 The scripts import only torch, numpy, copy, mmdualtoken and onnxruntime, so
 test_python_snippet_runs also runs in the torch 2.1.2 matrix (tools/compat_matrix.sh).
 """
+import functools
 import glob
 import json
 import os
@@ -319,6 +320,7 @@ def test_every_named_path_exists(page):
     assert not missing, f'{page} names paths that do not exist: {missing}'
 
 
+@functools.lru_cache(maxsize=None)
 def config_facts(config: str) -> dict:
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
@@ -520,6 +522,7 @@ def test_the_suite_without_slurm_is_collected(tmp_path):
         proc.stdout[-1000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', sorted(REPORT_TOOLS))
 def test_report_tool_accepts_its_arguments(command):
     help_args, owner = REPORT_TOOLS[command]
@@ -564,6 +567,7 @@ def test_install_commands_keep_the_installed_torch_and_mmcv(tmp_path):
         assert install == ['mmdualtoken'], (command, install)
 
 
+@pytest.mark.slow
 def test_activate_gives_the_environment(tmp_path):
     """From a shell whose PATH has no venv: after the page's line, `python` is the venv's."""
     script = (f'cd {REPO_ROOT} && {ACTIVATE} && cd {tmp_path} && '
