@@ -93,7 +93,7 @@ def check_dataset_paths(cfg: Config, splits) -> None:
             continue
         root = dataset.get('data_root') or ''
         where = f'{split}_dataloader.dataset'
-        hint = ('Put the dataset there (README.md, "Configs"), point --cfg-options '
+        hint = ('Put the dataset there (docs/training.md, "Data"), point --cfg-options '
                 f'{where}.data_root=... at it, or use a config under configs/tiny/ after '
                 '`python tools/data/make_tiny_datasets.py`.')
         if '://' in root:

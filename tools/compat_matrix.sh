@@ -4,7 +4,8 @@
 # backbone tests in it. Writes docs/compat_matrix.md (the README links it).
 #
 #   tools/compat_matrix.sh            # the full matrix (torch 2.1.2 and 2.14.1)
-#   tools/compat_matrix.sh --short    # torch 2.1.2 only, import + shapes + train step (CI)
+#   tools/compat_matrix.sh --short    # torch 2.1.2 only: import, shapes, train step, the
+#                                     # README's python snippets (CI)
 #
 # The full stack with compiled mmcv ops (mmdet's detectors) stays on the pinned set of
 # tools/setup_env.sh; this proves the backbone, its registration, its
@@ -33,12 +34,13 @@ COMMON=(mmengine==0.10.7 mmcv-lite==2.1.0 pytest pytest-xdist hypothesis onnx on
 TESTS=(tests/test_compat.py tests/test_import.py tests/test_models/test_dualtoken_vit.py
        tests/test_models/test_layers.py tests/test_deploy/test_cpu_fusion.py
        tests/test_models/test_pretrained_loading.py tests/test_models/test_onnx_export.py
-       tests/test_checkpoint_loading.py)
+       tests/test_checkpoint_loading.py tests/test_readme.py::test_python_snippet_runs)
 # tests that need what the matrix leaves out on purpose: the three frameworks, torch.export
 DESELECT=(-k "not framework and not dynamo and not torch_compile")
 if [[ $SHORT == 1 ]]; then
-  TESTS=(tests/test_import.py tests/test_models/test_dualtoken_vit.py)
-  DESELECT=(-k "not framework and (import or shapes or train_step)")
+  TESTS=(tests/test_import.py tests/test_models/test_dualtoken_vit.py
+         tests/test_readme.py::test_python_snippet_runs)
+  DESELECT=(-k "not framework and (import or shapes or train_step or python_snippet)")
 fi
 
 table="| torch | numpy | mmengine | mmcv-lite | backbone tests | time |

@@ -161,7 +161,7 @@ def test_pretrained_and_init_cfg_together_are_an_error(tmp_path):
         DualTokenViT(arch=ARCH, pretrained=True)
 
 
-def test_mmseg_encoder_decoder_passes_the_line_on():
+def test_mmseg_framework_encoder_decoder_passes_the_line_on():
     """The path users take: mmseg's EncoderDecoder copies model.pretrained into the backbone
     config; the build stops with our line (mmengine prefixes the classes), not a TypeError."""
     from mmengine.config import ConfigDict
