@@ -21,7 +21,7 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m flake8 $(LINT_PATHS)
-	$(PY) -m isort --check-only --diff $(LINT_PATHS)
+	$(PY) -m isort --quiet --check-only --diff $(LINT_PATHS)
 	$(PY) -m yapf --diff --recursive --parallel $(LINT_PATHS)
 
 complexity: setup

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 PATHS = ['mmdualtoken', 'tools', 'tests', 'configs', 'setup.py']
 LINTERS = {
     'flake8': ['flake8', *PATHS],
-    'isort': ['isort', '--check-only', '--diff', *PATHS],
+    'isort': ['isort', '--quiet', '--check-only', '--diff', *PATHS],
     'yapf': ['yapf', '--diff', '--recursive', '--parallel', *PATHS],
 }
 
