@@ -173,6 +173,7 @@ def test_gpu_command_runs_every_section_on_the_cpu(tmp_path):
         'cpu',
         '--quick',
         '--models',
+        'DualToken-ViT-T',
         'DualToken-ViT-S',
         'ResNet-18',
         'EdgeNeXt-small',
