@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -21,35 +22,44 @@ def tiny_workdir(tmp_path_factory):
     return root
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        '--update-docs',
+        action='store_true',
+        help='rewrite docs/errors.md and docs/reliability.md from the rows of the tests '
+        'that run, instead of checking them (tests/doc_tables.py)')
+
+
+def pytest_configure(config):
+    # the controller names the records file; xdist workers, started later, inherit it
+    from doc_tables import RECORDS_ENV
+    if config.getoption('update_docs') and not hasattr(config, 'workerinput'):
+        fd, path = tempfile.mkstemp(prefix='doc_records_', suffix='.jsonl')
+        os.close(fd)
+        os.environ[RECORDS_ENV] = path
+
+
+def pytest_sessionfinish(session):
+    from doc_tables import RECORDS_ENV, write_docs
+    path = os.environ.get(RECORDS_ENV)
+    if path and not hasattr(session.config, 'workerinput'):
+        for written in write_docs(path):
+            print(f'\nwrote {written}')
+        os.remove(path)
+
+
 @pytest.fixture
 def fault_report(request):
-    """Report a fault test's outcome as its row of docs/reliability.md.
+    """Report a fault test's outcome as its row of docs/reliability.md (tests/doc_tables.py).
 
     ``fault_report(section, fault, happened, lost='nothing')``: ``happened`` is what the test
     measured, in words that do not change from run to run (no timings, paths or random
-    draws). Under tools/analysis/reliability.py the row is collected; otherwise the test
-    checks that docs/reliability.md holds it as the tool would write it.
+    draws).
     """
-    import json
+    from doc_tables import report
 
-    from helpers import REPO_ROOT, load_tool
-    tool = load_tool('analysis/reliability.py')
+    def fault(section: str, fault: str, happened: str, lost: str = 'nothing') -> None:
+        test = request.node.nodeid
+        report('reliability.md', section, [fault, happened, lost, f'`{test}`'], [test, fault])
 
-    def report(section: str, fault: str, happened: str, lost: str = 'nothing') -> None:
-        if section not in tool.SECTIONS:
-            raise ValueError(f'unknown section {section!r}; known: {list(tool.SECTIONS)}')
-        record = dict(
-            section=section, fault=fault, happened=happened, lost=lost, test=request.node.nodeid)
-        records_file = os.environ.get(tool.RECORDS_ENV)
-        if records_file:
-            with open(records_file, 'a') as f:
-                f.write(json.dumps(record) + '\n')
-            return
-        with open(os.path.join(REPO_ROOT, 'docs', 'reliability.md')) as f:
-            documented = f.read()
-        row = tool.render_row(record)
-        assert row in documented, (
-            f'docs/reliability.md does not hold this test\'s row (run python '
-            f'tools/analysis/reliability.py --out docs/reliability.md):\n{row}')
-
-    return report
+    return fault

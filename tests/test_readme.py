@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, descendants, free_port, run_process_tree
+from helpers import REPO_ROOT, descendants, free_port, run_process_tree, scalars
 
 PAGES = ('README.md', 'configs/README.md', 'docs/get_started.md', 'docs/training.md',
          'docs/backbone.md', 'docs/deployment.md', 'docs/cpu_performance.md', 'docs/development.md')
@@ -134,6 +134,15 @@ def cfg_options(*options: str) -> str:
     return ' --cfg-options ' + ' '.join(options)
 
 
+def assert_trained(work_dir, metric: str) -> None:
+    """The run logged finite losses and validated: ``metric`` among its logged scalars."""
+    import math
+    logged = scalars(str(work_dir))
+    losses = [r['loss'] for r in logged if 'loss' in r]
+    assert losses and all(math.isfinite(v) for v in losses), losses
+    assert any(metric in r for r in logged), logged[-3:]
+
+
 # ---------------------------------------------------------------- the checks
 # The tiny configs (docs/get_started.md, docs/training.md), on the generated data, with
 # short schedules and few images: the only change to these commands.
@@ -178,15 +187,14 @@ MAKE_TARGETS = {
     'make complexity': ['tools/analysis/complexity.py --out docs/complexity.md'],
 }
 NOT_SLURM = 'python -m pytest tests -n 2 -m "not slurm"'
+UPDATE_DOCS = 'python -m pytest tests/test_errors.py tests/test_reliability -n 2 --update-docs'
 # report tools that run for many minutes: the command's arguments must be accepted (their
 # help lists them); the report itself is checked by the test named
 REPORT_TOOLS = {
-    'python tools/analysis/errors.py --out docs/errors.md':
-    (['--help'], 'tests/test_tools/test_errors.py'),
-    'python tools/analysis/reliability.py --out docs/reliability.md':
-    (['--help'], 'tests/test_tools/test_reliability_doc.py'),
     'python tools/analysis/benchmark.py --out docs/benchmark.md':
     (['cpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
+    'python tools/analysis/benchmark.py gpu --out gpu.md':
+    (['gpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
 }
 EXPORTS = [
     'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 --checkpoint '
@@ -227,10 +235,17 @@ PRETRAINED = {
     r'instances_train2017\.json',
 }
 
+# the usage lines of configs/ablations/: the baseline's runs as a real-config command; each
+# other differs from it in the config path alone, and its config in the model alone
+ABLATION_BASELINE = 'tools/dist_train.sh configs/ablations/dualtoken_s_baseline_in1k.py 8'
+ABLATIONS = sorted(
+    c for c in config_usage_lines()
+    if c.startswith('tools/dist_train.sh configs/ablations/') and c != ABLATION_BASELINE)
+
 CHECKED = (
-    DET + SEG + CLS + [DEMO, ACTIVATE, NOT_SLURM, COLLECT_ABLATIONS] + INSTALLS +
+    DET + SEG + CLS + [DEMO, ACTIVATE, NOT_SLURM, UPDATE_DOCS, COLLECT_ABLATIONS] + INSTALLS +
     list(MAKE_TARGETS) + list(REPORT_TOOLS) + EXPORTS + TWO_MACHINES + list(SLURM) +
-    list(PRETRAINED))
+    list(PRETRAINED) + ABLATIONS)
 
 
 def real_config(command: str) -> bool:
@@ -523,6 +538,29 @@ def test_the_suite_without_slurm_is_collected(tmp_path):
 
 
 @pytest.mark.slow
+def test_update_docs_rewrites_the_documents_from_the_rows_of_the_tests_run(tmp_path):
+    """The regeneration command of docs/errors.md and docs/reliability.md, run on two error
+    cases (the fault tests take minutes) into a scratch docs folder: it writes errors.md
+    with exactly their rows, as the committed document has them, and no reliability.md."""
+    args = shlex.split(UPDATE_DOCS)[1:]
+    assert args[-1] == '--update-docs' and '-n' in args
+    proc = subprocess.run(
+        [sys.executable, *args, '-p', 'no:cacheprovider', '-k', 'unknown_arch or channels_not_3'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, MMDUALTOKEN_DOCS_DIR=str(tmp_path)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ['errors.md']
+    rows = [ln for ln in (tmp_path / 'errors.md').read_text().splitlines() if ln[:2] == '| ']
+    assert [r.split(' | ')[0] for r in rows] == ['| case', '| unknown arch', '| channels not 3']
+    with open(osp.join(REPO_ROOT, 'docs', 'errors.md')) as f:
+        committed = f.read()
+    assert all(r in committed for r in rows), rows
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('command', sorted(REPORT_TOOLS))
 def test_report_tool_accepts_its_arguments(command):
     help_args, owner = REPORT_TOOLS[command]
@@ -581,7 +619,11 @@ def test_activate_gives_the_environment(tmp_path):
     assert proc.stdout.strip() == osp.join(REPO_ROOT, '.venv')
 
 
-REAL_CONFIG_COMMANDS = sorted({c for c in documented_commands() if real_config(c)})
+def real_config_commands() -> list:
+    return sorted({c for c in documented_commands() if real_config(c)})
+
+
+REAL_CONFIG_COMMANDS = real_config_commands()
 
 
 def one_process(command: str) -> str:
@@ -598,6 +640,19 @@ def test_real_config_command_stops_without_its_dataset(command, tmp_path):
         tmp_path,
         r'(Dataset folder|Annotation file) not found: .*data/',
         env=dict(PORT=str(free_port())))
+
+
+@pytest.mark.parametrize('command', ABLATIONS)
+def test_ablation_line_is_the_baselines_with_another_model(command):
+    """What the baseline's line shows when run (its dataset missing), this line shows too: the
+    same launcher and arguments, a config whose data, schedule and runtime are the same."""
+    from mmengine.config import Config
+    assert ABLATION_BASELINE in real_config_commands()
+    config, baseline = shlex.split(command)[1], shlex.split(ABLATION_BASELINE)[1]
+    assert command == ABLATION_BASELINE.replace(baseline, config)
+    ours, theirs = (Config.fromfile(osp.join(REPO_ROOT, c)).to_dict() for c in (config, baseline))
+    assert ours.pop('model') != theirs.pop('model')
+    assert ours == theirs
 
 
 def fake_coco(root) -> None:
@@ -722,6 +777,7 @@ def test_tiny_detection_commands(tmp_path):
     ok(train + cfg_options(*DET_SHORT), tmp_path)  # 8 epochs of 1 iteration
     work_dir = tmp_path / 'work_dirs' / 'retinanet_dualtoken_s_tiny'
     assert (work_dir / 'epoch_8.pth').is_file()
+    assert_trained(work_dir, 'coco/bbox_mAP')
     out = ok(
         test + cfg_options('test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0'),
         tmp_path)
@@ -747,6 +803,8 @@ def test_tiny_segmentation_commands(tiny_workdir, tmp_path):
     ok(
         train + cfg_options(*SEG_SHORT, 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
                             'default_hooks.checkpoint.interval=4'), tmp_path)
+    assert_trained(work_dir, 'mIoU')
+    assert glob.glob(str(work_dir / '*' / 'vis_data' / 'vis_image' / '*.png')), 'no mask picture'
     os.replace(work_dir / 'iter_4.pth', work_dir / 'iter_160.pth')
     out = ok(test + cfg_options('test_dataloader.dataset.indices=2'), tmp_path)
     assert 'mIoU' in out
@@ -768,6 +826,7 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
     # training on the CPU keeps freed memory in the heap (docs/cpu_performance.md)
     assert ('CPU memory: freed memory stays in the heap' in out) != torch.cuda.is_available()
     assert (tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny' / 'epoch_6.pth').is_file()
+    assert_trained(tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny', 'accuracy/top1')
     out = ok(test + cfg_options('test_dataloader.dataset.indices=4'), tmp_path)
     assert 'accuracy/top1' in out
     assert len(glob.glob(str(tmp_path / 'work_dirs' / 'pictures' / 'classification' / '*'))) == 4

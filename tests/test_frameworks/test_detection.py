@@ -1,10 +1,9 @@
-"""mmdet end to end on the tiny COCO set: train + val through the Runner, test from a
-checkpoint with tools/test.py, DetInferencer."""
-import os.path as osp
-
+"""mmdet end to end on the tiny COCO set: Mask R-CNN train + val through the Runner (RetinaNet's
+train, val and test from its checkpoint: the README's commands, tests/test_readme.py),
+DetInferencer."""
 import numpy as np
 import pytest
-from helpers import checkpoints, config, run_tool, scalars
+from helpers import config, run_tool, scalars
 
 pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
@@ -22,35 +21,6 @@ SHORT_RUN = [
 # after two iterations RetinaNet's scores are near the focal-loss prior (0.01): keep them
 # all, so that COCO evaluation has detections to score
 KEEP_ALL_SCORES = 'model.test_cfg.score_thr=0.0'
-
-
-def test_retinanet_train_val_then_test_from_checkpoint(tiny_workdir, tmp_path):
-    work_dir = str(tmp_path / 'retinanet')
-    run_tool(
-        'train.py',
-        config('tiny/retinanet_dualtoken_s_tiny.py'),
-        '--work-dir',
-        work_dir,
-        *SHORT_RUN,
-        KEEP_ALL_SCORES,
-        cwd=tiny_workdir)
-    logged = scalars(work_dir)
-    losses = [r['loss'] for r in logged if 'loss' in r]
-    assert len(losses) == 2 and all(np.isfinite(losses))
-    assert any('coco/bbox_mAP' in r for r in logged)
-    assert checkpoints(work_dir) == ['epoch_1.pth']
-
-    proc = run_tool(
-        'test.py',
-        config('tiny/retinanet_dualtoken_s_tiny.py'),
-        osp.join(work_dir, 'epoch_1.pth'),
-        '--work-dir',
-        str(tmp_path / 'test'),
-        '--cfg-options',
-        'test_dataloader.dataset.indices=2',
-        KEEP_ALL_SCORES,
-        cwd=tiny_workdir)
-    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
 
 
 def test_mask_rcnn_train_val(tiny_workdir, tmp_path):

@@ -6,7 +6,8 @@ import os.path as osp
 import re
 
 import pytest
-from helpers import REPO_ROOT, load_tool
+from doc_tables import render
+from helpers import REPO_ROOT
 
 FAULT_TESTS = osp.join(REPO_ROOT, 'tests', 'test_reliability')
 
@@ -44,23 +45,12 @@ def test_every_fault_test_has_a_row_and_every_row_a_test():
 
 
 def test_render_groups_rows_by_section_and_refuses_unknown_sections():
-    tool = load_tool('analysis/reliability.py')
     rows = [
-        dict(
-            section='kill',
-            fault='SIGKILL | now',
-            happened='resumed',
-            lost='nothing',
-            test='tests/test_reliability/test_kill.py::test_a'),
-        dict(
-            section='resume',
-            fault='stopped',
-            happened='equal',
-            lost='nothing',
-            test='tests/test_reliability/test_resume.py::test_b')
+        dict(section='kill', cells=['SIGKILL | now', 'resumed', 'nothing', '`a`'], key=['a']),
+        dict(section='resume', cells=['stopped', 'equal', 'nothing', '`b`'], key=['b'])
     ]
-    text = tool.render(rows)
+    text = render('reliability.md', rows)
     assert text.index('## Interrupted and resumed runs') < text.index('## Killed processes')
-    assert '| SIGKILL / now | resumed | nothing | ' in text  # a | would break the table
+    assert '| SIGKILL / now | resumed | nothing | `a` |' in text  # a | would break the table
     with pytest.raises(ValueError, match='unknown section'):
-        tool.render([dict(rows[0], section='weather')])
+        render('reliability.md', [dict(rows[0], section='weather')])

@@ -1,20 +1,16 @@
 #!/usr/bin/env python
 """Benchmark DualToken-ViT against mmpretrain and mmdet peers of similar size.
 
-    python tools/analysis/benchmark.py --out docs/benchmark.md   # also docs/benchmark.png
-    python tools/analysis/benchmark.py cpu --quick --out /tmp/b.md  # tiny sizes, seconds
-    python tools/analysis/benchmark.py gpu --out docs/gpu.md  # one GPU: `gpu --help`
+    python tools/analysis/benchmark.py --out docs/benchmark.md
+    python tools/analysis/benchmark.py gpu --out docs/gpu.md  # one GPU
 
-``cpu`` (the default command), fp32: inference throughput (224, batch 32) and batch-1 latency
-of DualToken-ViT T and S, plain and after ``mmdualtoken.deploy.fuse_for_cpu``, against
-mmpretrain's ResNet-18, EdgeNeXt-small, EfficientFormer-L1 and ConvNeXt-V2-femto; batch-1
-latency in ONNX Runtime (``mmdualtoken.deploy.export_onnx``); the training step (224, batch
-32, AdamW); the RetinaNet iteration of configs/retinanet_dualtoken_s.py (1333x800, batch 2)
-against mmdet's ResNet-18 in it; the peak memory of each training step in a fresh process.
-Each measurement is interleaved: after warm-up, every round calls each model once (a noisy
-moment hits all alike); a figure is the median of the rounds, its spread (max - min) /
-median. Training runs as tools/train.py on the CPU (freed memory kept in the heap).
-``gpu``: correctness, AMP and SDPA checks, speed and memory on one GPU (:func:`gpu_benchmark`).
+``cpu`` (the default command), fp32: inference throughput and batch-1 latency of
+DualToken-ViT T and S, plain and after ``mmdualtoken.deploy.fuse_for_cpu``, against
+mmpretrain's ResNet-18, EdgeNeXt-small, EfficientFormer-L1 and ConvNeXt-V2-femto, in PyTorch
+and ONNX Runtime; the training step; the RetinaNet iteration of configs/retinanet_dualtoken_s.py
+against mmdet's R18 one; the peak memory of each training step. ``gpu``: correctness, AMP and
+SDPA checks, speed and memory on one GPU. Every figure is the median of interleaved rounds
+(each round calls every model once, so a noisy moment hits all alike).
 """
 import argparse
 import copy
@@ -41,31 +37,41 @@ from mmdualtoken.deploy.onnx_export import EXPORTERS, dynamo_export_missing, ort
 from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-OURS = {
-    'DualToken-ViT-T': 'configs/dualtoken_t_in1k.py',
-    'DualToken-ViT-S': 'configs/dualtoken_s_in1k.py'
-}
+OURS = {'DualToken-ViT-T': 'tiny', 'DualToken-ViT-S': 'small'}  # as configs/dualtoken_*_in1k.py
+S = 'DualToken-ViT-S'
+# the peers: mmpretrain's model names, timm's where mmpretrain does not import (the GPU machine)
 PEERS = {
     'ResNet-18': 'resnet18_8xb32_in1k',
     'EdgeNeXt-small': 'edgenext-small_3rdparty_in1k',
     'EfficientFormer-L1': 'efficientformer-l1_3rdparty_8xb128_in1k',
     'ConvNeXt-V2-femto': 'convnext-v2-femto_3rdparty-fcmae_in1k'
 }
-FUSED = ' + fuse_for_cpu'
-# RetinaNet backbones, None: the config's; else (backbone, neck in_channels): mmdet's R18
-DET_BACKBONES = {
-    'DualToken-ViT-S':
-    None,
-    'ResNet-18': (dict(
-        type='ResNet',
-        depth=18,
-        num_stages=4,
-        out_indices=(1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        style='pytorch'), [128, 256, 512])
+TIMM = dict(zip(PEERS, ('resnet18', 'edgenext_small', 'efficientformer_l1', 'convnextv2_femto')))
+# peer backbones with outputs at strides 8-32: (mmpretrain backbone overrides, timm indices)
+DET_PEERS = {
+    'ResNet-18': (dict(out_indices=(1, 2, 3)), (2, 3, 4)),
+    'EdgeNeXt-small': (dict(out_indices=(1, 2, 3), gap_before_final_norm=False), (1, 2, 3))
 }
+RETINANET = {
+    S: osp.join(REPO_ROOT, 'configs/retinanet_dualtoken_s.py'),
+    'ResNet-18': 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'
+}
+DET_CFG = 'configs/_base_/models/dualtoken_s_det_backbone.py'
+FUSED = ' + fuse_for_cpu'
+QUICK = dict(batch=2, repeats=1, warmup=1, det_size=(96, 128), det_batch=1)
+GPU_QUICK = dict(QUICK, size=64, infer_batch=2, amp_steps=3, amp_batch=2, budget=4)
+GPU_QUICK.update(compile_backend='eager')
+# the integer options of each command and their defaults
+CPU_INTS = dict(size=224, batch=32, det_batch=2, warmup=1, repeats=7)
+GPU_INTS = dict(size=224, batch=128, infer_batch=256, det_batch=2, warmup=3, repeats=10)
+GPU_INTS.update(amp_steps=50, amp_batch=32)
+TOLERANCE = 1e-4  # fp32 on the device vs the CPU: ||a - b|| / ||b|| of each output
+HALF = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+# SDPA implementations by profiler names (aten ops, CUDA kernels), the first match winning:
+# cuDNN's kernel names also say 'flash'
+SDPA_KINDS = (('cudnn', ('cudnn_attention', 'fort_native_sdpa')), ('flash', ('flash', )),
+              ('memory-efficient', ('efficient_attention', 'memeffattention',
+                                    'fmha_cutlass')), ('math', ('attention_math', )))
 log = functools.partial(print, file=sys.stderr, flush=True)  # progress, beside tqdm's bars
 try:  # progress bars where tqdm is installed; the bare GPU machine may lack it
     from tqdm import tqdm
@@ -75,10 +81,7 @@ except ImportError:
         return iterable
 
 
-QUICK = dict(
-    batch=2, repeats=1, warmup=1, onnx_repeats=2, det_size=(96, 128), det_batch=1, det_repeats=1)
-
-
+# --------------------------------------------------------------- timing and memory (both)
 def interleaved(fns: dict, warmup: int, repeats: int, desc: str) -> dict:
     """Seconds per call of each function: ``warmup`` untimed calls of each, then ``repeats``
     rounds in which each is called once. Returns {name: [seconds of each round]}."""
@@ -94,15 +97,43 @@ def interleaved(fns: dict, warmup: int, repeats: int, desc: str) -> dict:
     return times
 
 
-def median_spread(values) -> tuple:
-    """(median, (max - min) / median) of ``values``."""
-    median = statistics.median(values)
-    return median, (max(values) - min(values)) / median if median else 0.
-
-
 def summarise(times: dict, scale=lambda s: s) -> dict:
-    """{name: (scale(median seconds), spread)} of :func:`interleaved`'s times."""
-    return {n: (scale(statistics.median(t)), median_spread(t)[1]) for n, t in times.items()}
+    """{name: (scale(median seconds), spread)} of :func:`interleaved`'s times; the spread is
+    (max - min) / median."""
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    return {n: (scale(m), (max(times[n]) - min(times[n])) / m) for n, m in medians.items()}
+
+
+def timed(res: dict, key: str, models: dict, step, args, scale, desc: str) -> None:
+    """Time ``step(model)`` (a function to call) of each model (``models``: {name: module or
+    builder}): two calls alone, then all :func:`interleaved`. res[key]: the scaled figures or
+    why a model did not run; res[key + '_first']: seconds of the first call; res[key +
+    '_peak']: on CUDA, the peak GiB allocated since before the build (model, inputs,
+    gradients, AdamW state, activations)."""
+    fns, cuda = {}, args.device == 'cuda'
+    res[key], res[key + '_first'], res[key + '_peak'] = {}, {}, {}
+    for name, make in models.items():
+        log(f'{desc}, first calls: {name}')
+        try:
+            if cuda:
+                torch.cuda.empty_cache()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            fn = step(make if isinstance(make, torch.nn.Module) else make())
+            fn = functools.partial(lambda f: (f(), torch.cuda.synchronize()), fn) if cuda else fn
+            start = time.perf_counter()
+            fn()
+            res[key + '_first'][name] = time.perf_counter() - start
+            fns[name] = fn
+            fn()
+            res[key + '_peak'][name] = ((torch.cuda.max_memory_allocated() - base) /
+                                        2**30 if cuda else 'CUDA only')
+        except Exception as e:  # a model that cannot run here is a row that says why
+            fns.pop(name, None)
+            res[key][name] = f'not run: {type(e).__name__}: {str(e).splitlines()[0][:150]}'
+            log(f'{name}: {res[key][name]}')
+    figures = summarise(interleaved(fns, args.warmup, args.repeats, desc), scale)
+    res[key] = {n: res[key].get(n) or figures[n] for n in models}
 
 
 def peak_rss_gib(fn, *args) -> float:
@@ -121,307 +152,7 @@ def _run_and_measure(fn, *args) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 2**20
 
 
-def build(name: str) -> torch.nn.Module:
-    """mmpretrain's classifier ``name`` (a key of OURS or PEERS), random weights, eval mode."""
-    from mmpretrain.apis import get_model
-    torch.manual_seed(0)
-    config = osp.join(REPO_ROOT, OURS[name]) if name in OURS else PEERS[name]
-    return get_model(config, pretrained=False).eval()
-
-
-def inference_fn(model, batch: int, size: tuple):
-    """A forward of a random batch, without autograd."""
-    x = torch.rand(batch, 3, *size)
-    return torch.no_grad()(lambda: model(x))
-
-
-def training_step(model, loss, scaler=None):
-    """One training step: ``loss()`` of ``model``, backward, AdamW on the trainable weights
-    (through ``scaler``, a GradScaler, where given)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def run():
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss().backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-    return run
-
-
-def train_step_fn(model, batch: int, size: tuple):
-    """Classification: cross-entropy of a random batch."""
-    x, y = torch.rand(batch, 3, *size), torch.randint(0, 1000, (batch, ))
-    return training_step(model.train(), lambda: F.cross_entropy(model(x), y))
-
-
-def build_detector(name: str) -> torch.nn.Module:
-    """RetinaNet of configs/retinanet_dualtoken_s.py on the backbone ``name`` (DET_BACKBONES),
-    in training mode: the same FPN neck (strides 8-32 in, P3-P7 out) and head."""
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs/retinanet_dualtoken_s.py')).model
-    if DET_BACKBONES[name] is not None:
-        backbone, cfg.neck.in_channels = DET_BACKBONES[name]
-        cfg.backbone = Config(backbone)
-    torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(cfg).train()
-
-
-def detector_step_fn(model, batch: int, size: tuple):
-    """RetinaNet: the losses of an mmdet-padded batch with one box per image."""
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    (h, w), padded = size, tuple(-(-s // 32) * 32 for s in size)
-    samples = []
-    for _ in range(batch):
-        sample = DetDataSample(
-            metainfo=dict(
-                img_shape=(h, w),
-                ori_shape=(h, w),
-                pad_shape=padded,
-                batch_input_shape=padded,
-                scale_factor=(1., 1.)))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[w * .1, h * .1, w * .4, h * .6]]), labels=torch.tensor([3]))
-        samples.append(sample)
-    x = torch.rand(batch, 3, *padded)
-    return training_step(model, lambda: model.parse_losses(model.loss(x, samples))[0])
-
-
-def training_worker(kind: str, name: str, batch: int, size: tuple, threads: int) -> None:
-    """Two training steps ('cls') or RetinaNet iterations ('det') of ``name`` as tools/train.py
-    runs them on the CPU: the process function of the peak-memory measurement."""
-    torch.set_num_threads(threads)
-    keep_freed_cpu_memory(logger='silent')
-    step = (
-        train_step_fn(build(name), batch, size) if kind == 'cls' else detector_step_fn(
-            build_detector(name), batch, size))
-    for _ in range(2):  # the second step holds the optimizer state and the gradients
-        step()
-
-
-def onnx_latency(models: dict, args) -> dict:
-    """Batch-1 ms in ONNX Runtime of each model, interleaved; an export that fails is
-    reported as its error and the others still run."""
-    fns, result = {}, {}
-    feed = {'image': torch.rand(1, 3, args.size, args.size).numpy()}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, model) in enumerate(models.items()):
-            log(f'ONNX export ({args.exporter}): {name}')
-            path = osp.join(tmp, f'{i}.onnx')
-            try:
-                export_onnx(
-                    model,
-                    path, (args.size, args.size),
-                    exporter=args.exporter,
-                    output_names=['scores'])
-            except Exception as e:  # one model's exporter failure is a result too
-                result[name] = f'export failed: {type(e).__name__}'
-                log(f'{name}: {result[name]}: {e}')
-                continue
-            fns[name] = functools.partial(ort_session(path, args.threads).run, None, feed)
-        times = interleaved(fns, args.warmup, args.onnx_repeats, 'ONNX Runtime, batch 1')
-    return {**result, **summarise(times, lambda s: s * 1e3)}
-
-
-def cpu_benchmark(args) -> dict:
-    """Every measurement of the ``cpu`` command: {section: {row: (value, spread) or GiB}}."""
-    torch.set_num_threads(args.threads)
-    size, batch = (args.size, args.size), args.batch
-    models = {n: build(n) for n in tqdm(args.models, desc='building', file=sys.stderr)}
-    res = dict(params={n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in models.items()})
-    infer = {
-        r: models[r] if r in models else fuse_for_cpu(copy.deepcopy(models[r[:-len(FUSED)]]))
-        for r in args.rows
-    }
-    times = interleaved({
-        n: inference_fn(m, batch, size)
-        for n, m in infer.items()
-    }, args.warmup, args.repeats, f'inference, batch {batch}')
-    res['throughput'] = summarise(times, lambda s: batch / s)
-    times = interleaved({
-        n: inference_fn(m, 1, size)
-        for n, m in infer.items()
-    }, args.warmup, args.repeats, 'inference, batch 1')
-    res['latency'] = summarise(times, lambda s: s * 1e3)
-    if not args.skip_onnx:
-        res['onnx'] = onnx_latency(models, args)
-    del infer
-    keep_freed_cpu_memory(logger='silent')  # from here on, as tools/train.py on the CPU
-    times = interleaved({
-        n: train_step_fn(m, batch, size)
-        for n, m in models.items()
-    }, args.warmup, args.repeats, f'training step, batch {batch}')
-    res['train'] = summarise(times, lambda s: batch / s)
-    del models, times
-    jobs = [('cls', n, batch, size) for n in args.models]
-    if not args.skip_det:
-        dets = {
-            n: detector_step_fn(build_detector(n), args.det_batch, args.det_size)
-            for n in DET_BACKBONES
-        }
-        times = interleaved(dets, args.warmup, args.det_repeats, 'RetinaNet iteration')
-        res['det'] = summarise(times)
-        del dets, times
-        jobs += [('det', n, args.det_batch, args.det_size) for n in DET_BACKBONES]
-    if not args.skip_memory:
-        for kind, name, *job in jobs:
-            log(f'peak memory, {"training step" if kind == "cls" else "RetinaNet"}: {name}')
-            res.setdefault(f'{kind}_peak', {})[name] = peak_rss_gib(training_worker, kind, name,
-                                                                    *job, args.threads)
-    return res
-
-
-def cell(res: dict, section: str, name: str, fmt: str = '.1f') -> str:
-    """A table cell: value (spread), a bare value, an error, or '-' when not measured."""
-    value = res.get(section, {}).get(name)
-    if isinstance(value, tuple):
-        return f'{value[0]:{fmt}} ({value[1] * 100:.0f}%)'
-    return '-' if value is None else value if isinstance(value, str) else f'{value:{fmt}}'
-
-
-def table(res: dict, header: list, rows: list, columns: list) -> list:
-    """Markdown lines: ``header``, then per row its name and a cell per (section, format)."""
-    lines = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
-    return lines + [
-        f'| {n} | ' + ' | '.join(cell(res, s, n, f) for s, f in columns) + ' |' for n in rows
-    ]
-
-
-def machine() -> str:
-    """CPU model, cores, OS, Python and torch versions."""
-    cpu = platform.processor() or platform.machine()
-    if osp.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')),
-                       cpu)
-    return (f'{cpu}, {os.cpu_count()} logical cores; {platform.system()} {platform.release()}; '
-            f'Python {platform.python_version()}, torch {torch.__version__}')
-
-
-def render(res: dict, args) -> str:
-    """The markdown report of :func:`cpu_benchmark`'s results."""
-    b, s, ours, peer = args.batch, f'{args.size}x{args.size}', 'DualToken-ViT-S', 'ResNet-18'
-    onnx = (f'ONNX Runtime {version("onnxruntime")}: exported by '
-            f'`mmdualtoken.deploy.export_onnx` ({args.exporter} exporter), {args.threads} '
-            f'intra-op threads, {args.onnx_repeats} rounds.' if 'onnx' in res else '')
-    lines = [
-        '# CPU benchmark', '',
-        f'Generated by `python tools/analysis/benchmark.py {" ".join(args.argv)}`: one '
-        'run on one machine; compare figures within it, not across runs.', '',
-        f'- Machine: {machine()}.',
-        f'- Threads: {args.threads}; {args.warmup} warm-up call(s), then {args.repeats} '
-        'interleaved round(s) (each model once per round); a figure is the median, the '
-        'spread in brackets is (max - min) / median.', '', f'## Inference, fp32, {s}', '',
-        '"+ fuse_for_cpu": the model converted by `mmdualtoken.deploy.fuse_for_cpu` (BN '
-        f'folded into the convs, GELU fused into the Linear and conv kernels). {onnx}', ''
-    ]
-    lines += table(res, [
-        'model', 'params (M)', f'img/s, batch {b}', 'ms, batch 1', 'ONNX Runtime ms, batch 1'
-    ], args.rows, [('params', '.2f'), ('throughput', '.1f'), ('latency', '.1f'), ('onnx', '.1f')])
-    ips = {n: v[0] for n, v in res['throughput'].items()}
-    if ours in ips and peer in ips:
-        lines += [
-            '', f'At batch {b}, {ours}{FUSED} runs at {ips[ours + FUSED] / ips[peer]:.2f}x '
-            f'{peer}\'s throughput ({ips[ours] / ips[peer]:.2f}x plain).'
-        ]
-    lines += [
-        '', f'## Training step, {s}, batch {b}', '',
-        'Forward, cross-entropy, backward and AdamW step of the plain model, freed '
-        'memory kept in the heap as tools/train.py trains on the CPU. Peak memory: the '
-        'resident set of a fresh process that builds the model and runs two steps '
-        '(Python and torch included).', ''
-    ]
-    lines += table(res, ['model', 'img/s', 'peak memory (GiB)'], args.models, [('train', '.1f'),
-                                                                               ('cls_peak', '.2f')])
-    if 'det' in res:
-        lines += [
-            '', f'## RetinaNet training iteration, {args.det_size[1]}x{args.det_size[0]}, '
-            f'batch {args.det_batch}', '',
-            'configs/retinanet_dualtoken_s.py (FPN neck, RetinaNet head): losses, '
-            'backward and AdamW step; DualToken-ViT-S with the config\'s token budget, '
-            'ResNet-18 as mmdet trains it (stem and stage 1 frozen, BN in eval mode). '
-            'Peak memory as above.', ''
-        ]
-        lines += table(res, ['backbone', 's / iteration', 'peak memory (GiB)'], DET_BACKBONES,
-                       [('det', '.3f'), ('det_peak', '.2f')])
-    lines += [
-        '', '## Rerun', '', '    python tools/analysis/benchmark.py --out docs/benchmark.md', '',
-        'Options: `--threads N`, `--models ...`, `--skip-onnx`, `--skip-det`, '
-        '`--skip-memory`, `--det-size H W`; `--quick` runs everything at tiny sizes.'
-    ]
-    if args.out:
-        lines += ['', f'![throughput and latency]({osp.splitext(osp.basename(args.out))[0]}.png)']
-    return '\n'.join(lines) + '\n'
-
-
-def plot(res: dict, args, path: str) -> None:
-    """Bars of throughput and of batch-1 latency (PyTorch and ONNX Runtime) per model."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    rows = args.rows
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.5), sharey=True)
-    y = list(range(len(rows)))
-    colours = ['tab:red' if n.startswith('DualToken') else 'tab:blue' for n in rows]
-    onnx = [res.get('onnx', {}).get(n) for n in rows]
-    left.barh(y, [res['throughput'][n][0] for n in rows], color=colours)
-    right.barh([i - .2 for i in y], [res['latency'][n][0] for n in rows], .4, color=colours)
-    right.barh([i + .2 for i in y], [v[0] if isinstance(v, tuple) else 0 for v in onnx],
-               .4,
-               color=colours,
-               alpha=.4)
-    left.set(yticks=y, yticklabels=rows, xlabel=f'img/s, batch {args.batch} (higher is better)')
-    right.set(xlabel='ms, batch 1: PyTorch (solid), ONNX Runtime (light)')
-    left.invert_yaxis()
-    fig.suptitle(f'CPU fp32, {args.size}x{args.size}, torch {torch.__version__}, '
-                 f'threads: {args.threads}')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------- gpu
-DET_CFG = 'configs/_base_/models/dualtoken_s_det_backbone.py'
-TIMM = {
-    'ResNet-18': 'resnet18',
-    'EdgeNeXt-small': 'edgenext_small',
-    'EfficientFormer-L1': 'efficientformer_l1',
-    'ConvNeXt-V2-femto': 'convnextv2_femto'
-}
-# peer backbones at 1333x800, outputs at strides 8-32: (mmpretrain overrides, timm indices)
-DET_PEERS = {
-    'ResNet-18': (dict(out_indices=(1, 2, 3)), (2, 3, 4)),
-    'EdgeNeXt-small': (dict(out_indices=(1, 2, 3), gap_before_final_norm=False), (1, 2, 3))
-}
-GPU_QUICK = dict(
-    size=64,
-    batch=2,
-    infer_batch=2,
-    det_size=(96, 128),
-    det_batch=1,
-    warmup=1,
-    repeats=1,
-    amp_steps=3,
-    amp_batch=2,
-    budget=4,
-    compile_backend='eager')
-TOLERANCE = 1e-4  # fp32 on the device vs the CPU: ||a - b|| / ||b|| of each output
-# SDPA implementations by profiler names (aten ops, CUDA kernels), the first match winning:
-# cuDNN's kernel names also say 'flash'
-SDPA_KINDS = (('cudnn', ('cudnn_attention', 'fort_native_sdpa')), ('flash', ('flash', )),
-              ('memory-efficient', ('efficient_attention', 'memeffattention',
-                                    'fmha_cutlass')), ('math', ('attention_math', )))
-HALF = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
+# --------------------------------------------------------------------- models and steps
 class LinearHead(torch.nn.Linear):
     """configs/dualtoken_*_in1k.py's head: a linear classifier of the backbone's last output."""
 
@@ -434,12 +165,12 @@ def ours(name: str, det: dict = None) -> torch.nn.Module:
     configs/dualtoken_*_in1k.py, or the backbone of DET_CFG with the overrides ``det``."""
     from mmengine.config import Config
     torch.manual_seed(0)
-    arch = dict(zip(OURS, ('tiny', 'small')))[name]
     if det is None:
-        net = DualTokenViT(arch, out_indices=(2, ), gap_before_final_norm=True, drop_path_rate=.1)
+        net = DualTokenViT(
+            OURS[name], out_indices=(2, ), gap_before_final_norm=True, drop_path_rate=.1)
     else:
         cfg = Config.fromfile(osp.join(REPO_ROOT, DET_CFG)).dualtoken_s_det_backbone.to_dict()
-        cfg.update(arch=arch, init_cfg=None, **det)
+        cfg.update(arch=OURS[name], init_cfg=None, **det)
         net = DualTokenViT(**{k: v for k, v in cfg.items() if k != 'type'})
     net.init_weights()
     return net if det is not None else torch.nn.Sequential(net, LinearHead(
@@ -458,7 +189,7 @@ def peer_source() -> str:
         import timm
         return f'timm {timm.__version__} ({why})'
     except ImportError as e:
-        return f'neither ({why}; timm: {e}): carry mmpretrain, see `benchmark.py gpu --help`'
+        return f'neither ({why}; timm: {e}): carry mmpretrain (docs/development.md)'
 
 
 def peer(name: str, det: bool = False) -> torch.nn.Module:
@@ -473,19 +204,36 @@ def peer(name: str, det: bool = False) -> torch.nn.Module:
     if not peer_source().startswith('timm'):
         raise ImportError(peer_source())
     import timm
-    return timm.create_model(
-        TIMM[name],
-        pretrained=False,
-        **dict(features_only=True, out_indices=DET_PEERS[name][1]) if det else {})
+    features = dict(features_only=True, out_indices=DET_PEERS[name][1]) if det else {}
+    return timm.create_model(TIMM[name], pretrained=False, **features)
 
 
-def step_fn(model, x, y, dtype, scaler=None, losses=None):
-    """:func:`training_step` under ``dtype`` autocast on ``x``'s device: cross-entropy against
-    ``y``, or for a backbone (``y`` None) the sum of its outputs' means; each loss appended to
-    ``losses`` where given."""
+def classifier(name: str) -> torch.nn.Module:
+    return ours(name) if name in OURS else peer(name)
+
+
+def training_step(model, loss, scaler=None):
+    """One training step: ``loss()`` of ``model``, backward, AdamW on the trainable weights
+    (through ``scaler``, a GradScaler, where given)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    scaler = scaler or grad_scaler('cpu', enabled=False)  # disabled: loss and step pass through
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return run
+
+
+def step_fn(model, x, y, dtype=None, scaler=None, losses=None):
+    """:func:`training_step` on ``x``'s device under ``dtype`` autocast (None: fp32):
+    cross-entropy against ``y``, or for a backbone (``y`` None) the sum of its outputs' means;
+    each loss appended to ``losses`` where given."""
 
     def loss():
-        with torch.autocast(x.device.type, dtype):
+        with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
             out = model(x)
             value = F.cross_entropy(out, y) if y is not None else sum(o.mean() for o in out)
         if losses is not None:
@@ -496,7 +244,7 @@ def step_fn(model, x, y, dtype, scaler=None, losses=None):
     return training_step(model, loss, scaler)
 
 
-def infer_fn(model, x, dtype):
+def infer_fn(model, x, dtype=None):
     """A forward under ``dtype`` autocast (None: fp32), without autograd."""
     model.to(x.device).eval()
 
@@ -507,37 +255,103 @@ def infer_fn(model, x, dtype):
     return run
 
 
-def timed(res: dict, key: str, makers: dict, args, scale, desc: str) -> None:
-    """Build each function (``makers``: {name: builder}), call it twice alone, then all
-    :func:`interleaved`. res[key]: the scaled figures or why a model did not run; res[key +
-    '_first']: seconds of the first call; res[key + '_peak']: peak GiB allocated since before
-    the build (model, inputs, gradients, AdamW state, activations)."""
-    fns, cuda = {}, args.device == 'cuda'
-    res[key], res[key + '_first'], res[key + '_peak'] = {}, {}, {}
-    for name, make in makers.items():
-        log(f'{desc}, first calls: {name}')
-        try:
-            if cuda:
-                torch.cuda.empty_cache()
-                base = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-            fn = make()
-            fn = functools.partial(lambda f: (f(), torch.cuda.synchronize()), fn) if cuda else fn
-            start = time.perf_counter()
-            fn()
-            res[key + '_first'][name] = time.perf_counter() - start
-            fns[name] = fn
-            fn()
-            res[key + '_peak'][name] = ((torch.cuda.max_memory_allocated() - base) /
-                                        2**30 if cuda else 'CUDA only')
-        except Exception as e:  # a model that cannot run here is a row that says why
-            fns.pop(name, None)
-            res[key][name] = f'not run: {type(e).__name__}: {str(e).splitlines()[0][:150]}'
-            log(f'{name}: {res[key][name]}')
-    figures = summarise(interleaved(fns, args.warmup, args.repeats, desc), scale)
-    res[key] = {n: res[key].get(n) or figures[n] for n in makers}
+def batch(size: tuple, n: int, device='cpu', labels=True) -> tuple:
+    """A random batch of ``n`` images of ``size`` and (``labels``) ImageNet labels."""
+    x = torch.rand(n, 3, *size, device=device)
+    return x, torch.randint(0, 1000, (n, ), device=device) if labels else None
 
 
+def detector(name: str) -> torch.nn.Module:
+    """The RetinaNet RETINANET[name] (mmdet), random weights, in training mode."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    from mmengine.registry import DefaultScope
+    path = RETINANET[name]
+    cfg = (Config.fromfile(path) if osp.isfile(path) else get_config(path)).model
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg).train()
+
+
+def detector_step_fn(model, n: int, size: tuple):
+    """A RetinaNet training iteration: the losses of an mmdet-padded batch of ``n`` images of
+    ``size`` with one box each, backward, AdamW."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    (h, w), padded = size, tuple(-(-s // 32) * 32 for s in size)
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=padded, scale_factor=(1., 1.))
+    samples = [DetDataSample(metainfo=dict(meta, batch_input_shape=padded)) for _ in range(n)]
+    for sample in samples:
+        box = torch.tensor([[w * .1, h * .1, w * .4, h * .6]])
+        sample.gt_instances = InstanceData(bboxes=box, labels=torch.tensor([3]))
+    x = torch.rand(n, 3, *padded)
+    return training_step(model, lambda: model.parse_losses(model.loss(x, samples))[0])
+
+
+def training_worker(kind: str, name: str, n: int, size: tuple, threads: int) -> None:
+    """Two training steps ('cls') or RetinaNet iterations ('det') of ``name`` as tools/train.py
+    runs them on the CPU: the process function of the peak-memory measurement."""
+    torch.set_num_threads(threads)
+    keep_freed_cpu_memory(logger='silent')
+    if kind == 'cls':
+        step = step_fn(classifier(name), *batch(size, n))
+    else:
+        step = detector_step_fn(detector(name), n, size)
+    for _ in range(2):  # the second step holds the optimizer state and the gradients
+        step()
+
+
+# -------------------------------------------------------------------------------- cpu
+def onnx_session(model, path: str, args):
+    """``model`` exported to ``path`` by ``mmdualtoken.deploy.export_onnx``, in ONNX Runtime."""
+    shape = (args.size, args.size)
+    export_onnx(model, path, shape, exporter=args.exporter, output_names=['scores'])
+    return ort_session(path, args.threads)
+
+
+def cpu_benchmark(args) -> dict:
+    """Every measurement of the ``cpu`` command: {section: {row: (value, spread) or GiB}}."""
+    torch.set_num_threads(args.threads)
+    size, n = (args.size, args.size), args.batch
+    models = {m: classifier(m).eval() for m in tqdm(args.models, desc='building', file=sys.stderr)}
+    res = dict(params={m: sum(p.numel() for p in v.parameters()) / 1e6 for m, v in models.items()})
+    infer = {
+        r: models[r] if r in models else fuse_for_cpu(copy.deepcopy(models[r[:-len(FUSED)]]))
+        for r in args.rows
+    }
+    for key, b, scale in (('throughput', n, lambda s: n / s), ('latency', 1, lambda s: s * 1e3)):
+        x = batch(size, b)[0]
+        timed(res, key, infer, lambda m: infer_fn(m, x), args, scale, f'inference, batch {b}')
+    if not args.skip_onnx:
+        feed = {'image': batch(size, 1)[0].numpy()}
+        with tempfile.TemporaryDirectory() as tmp:
+            sessions = {
+                m: functools.partial(onnx_session, v, f'{tmp}/{m}.onnx', args)
+                for m, v in models.items()
+            }
+            timed(res, 'onnx', sessions, lambda s: functools.partial(s.run, None, feed), args,
+                  lambda s: s * 1e3, f'ONNX Runtime ({args.exporter} exporter), batch 1')
+    del infer
+    keep_freed_cpu_memory(logger='silent')  # from here on, as tools/train.py on the CPU
+    x, y = batch(size, n)
+    timed(res, 'train', models, lambda m: step_fn(m, x, y), args, lambda s: n / s,
+          f'training step, batch {n}')
+    del models
+    jobs = [('cls', m, n, size) for m in args.models]
+    if not args.skip_det:
+        dets = {m: functools.partial(detector, m) for m in RETINANET}
+        timed(res, 'det', dets, lambda m: detector_step_fn(m, args.det_batch, args.det_size), args,
+              lambda s: s, 'RetinaNet iteration')
+        jobs += [('det', m, args.det_batch, args.det_size) for m in RETINANET]
+    for kind, name, *job in [] if args.skip_memory else jobs:
+        log(f'peak memory, {"training step" if kind == "cls" else "RetinaNet"}: {name}')
+        res.setdefault(f'{kind}_peak', {})[name] = peak_rss_gib(training_worker, kind, name, *job,
+                                                                args.threads)
+    return res
+
+
+# -------------------------------------------------------------------------------- gpu
 def rel_errors(outs, refs) -> tuple:
     """||out - ref|| / ||ref|| of each output (fp32, on the CPU), and the largest."""
     errors = [((o.float().cpu() - r.float().cpu()).norm() / r.float().cpu().norm()).item()
@@ -577,45 +391,24 @@ def sdpa_profile(model, x, dtype) -> str:
         run()
         if x.is_cuda:
             torch.cuda.synchronize()
+    found = sdpa_kinds(e.key for e in p.key_averages())
     return '; '.join(f'{k}: ' + ', '.join(f'`{n[:70]}`' for n in sorted(set(v))[:3])
-                     for k, v in sdpa_kinds(
-                         e.key for e in p.key_averages()).items()) or 'no SDPA call found'
+                     for k, v in found.items()) or 'no SDPA call found'
 
 
 def gpu_benchmark(args) -> dict:
     """The ``gpu`` command: correctness, AMP, SDPA kernels, speed and memory on one GPU.
 
-    On the GPU machine (Python 3.12, torch with CUDA, no OpenMMLab package), from the
-    repository root (on PYTHONPATH: mmdualtoken is not installed there), with the wheels below
-    carried in .whl/:
-
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && PYTHONUNBUFFERED=1 python3 tools/analysis/benchmark.py gpu --out $OUT/gpu.md
-
-    ($OUT/gpu.md becomes docs/gpu.md). The wheels, 3 MB of pure Python, fetched here after
-    `echo /.whl/ >> .git/info/exclude`:
-
-        pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl mmengine==0.10.7 mmcv-lite==2.1.0 addict==2.4.0 yapf==0.43.0 platformdirs==4.14.7 termcolor==3.3.0 mmpretrain==1.2.0 mat4py==0.6.0 modelindex==0.0.2 model-index==0.1.11 ordered-set==4.1.0 importlib-metadata==8.7.0
-
-    The backbone needs the first six; mmengine and mmcv also import numpy, Pillow, pyyaml,
-    packaging, rich and cv2 (opencv-python-headless), mmpretrain (the peers) einops,
-    markdown, click, zipp and torchvision: the machine's image has those, and timm (the peers'
-    fallback). Estimate on one H100: about 3 of the 6 minutes allowed (the inductor compile of
-    the S training step 1-2 min; the fp32 CPU references at 1333x800 ~10 s; each timed section
-    under 20 s: per model 2 first calls, 3 warm-up calls, 10 rounds).
-    """  # noqa: E501
+    It needs torch, mmengine and mmcv-lite (no compiled ops), and mmpretrain or timm for the
+    peers: docs/development.md says how to run it on a bare GPU machine.
+    """
     from mmengine.logging import MMLogger
     MMLogger.get_instance('benchmark', log_level='WARNING')  # no init_weights reports
-    dev, (h, w), S, bf16 = args.device, args.det_size, 'DualToken-ViT-S', torch.bfloat16
+    dev, (h, w), bf16 = args.device, args.det_size, torch.bfloat16
     size, budget = (args.size, args.size), args.budget or ours(S, {}).max_global_tokens
-    res = dict(
-        machine=gpu_machine(dev),
-        budget=budget,
-        peers=peer_source(),
-        fp32={},
-        ok={},
-        bf16={},
-        fp16={},
-        sdpa={})
+    res = dict(machine=machine(dev), budget=budget, peers=peer_source())
+    res.update({k: {} for k in ('fp32', 'ok', 'bf16', 'fp16', 'sdpa', 'first', 'last')})
+    res.update(finite={}, falling={})
     log('correctness: fp32 on the device vs the CPU (TF32 off), autocast vs fp32, SDPA')
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -635,13 +428,7 @@ def gpu_benchmark(args) -> dict:
             res['sdpa'][half or 'fp32'] = sdpa_profile(model, torch.rand(2, 3, *size, device=dev),
                                                        HALF.get(half))
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-
-    def batch(hw, n, labels=True):
-        return (torch.rand(n, 3, *hw,
-                           device=dev), torch.randint(0, 1000,
-                                                      (n, ), device=dev) if labels else None)
-
-    x, y = batch(size, args.amp_batch)
+    x, y = batch(size, args.amp_batch, dev)
     for name, half in itertools.product(OURS, HALF):
         log(f'AMP training, {half}: {name}')
         losses, scaler = [], grad_scaler(dev, enabled=half == 'fp16' and dev == 'cuda')
@@ -649,74 +436,47 @@ def gpu_benchmark(args) -> dict:
         for _ in range(args.amp_steps):
             step()
         row = f'{name}, {half}' + ' + GradScaler' * (half == 'fp16')
-        for key, value in zip(('first', 'last', 'finite', 'falling'),
-                              (losses[0], losses[-1], *amp_verdict(losses))):
-            res.setdefault(key, {})[row] = value if key in ('first', 'last') else \
-                'yes' if value else 'no'
+        res['first'][row], res['last'][row] = losses[0], losses[-1]
+        res['finite'][row], res['falling'][row] = ('yes' if v else 'no'
+                                                   for v in amp_verdict(losses))
     del x, y, step
-    models = {n: functools.partial(ours if n in OURS else peer, n) for n in args.models}
-    timed(res, 'train', {
-        n: lambda m=m: step_fn(m(), *batch(size, args.batch), bf16)
-        for n, m in models.items()
-    }, args, lambda t: args.batch / t, 'training')
-    timed(
-        res, 'infer', {
-            n: lambda m=m: infer_fn(m(),
-                                    batch(size, args.infer_batch)[0], torch.float16)
-            for n, m in models.items()
-        }, args, lambda t: args.infer_batch / t, 'inference')
-    dets = {
-        'no token budget': dict(max_global_tokens=None),
-        f'at most {budget} global tokens': dict(max_global_tokens=budget),
-        f'at most {budget} global tokens, with_cp': dict(max_global_tokens=budget, with_cp=True)
-    }
-    dets = {
-        **{
-            f'{S}, {r}': functools.partial(ours, S, d)
-            for r, d in dets.items()
-        },
-        **{
-            n: functools.partial(peer, n, True)
-            for n in DET_PEERS if n in models
-        }
-    }
-    timed(
-        res, 'det', {
-            r: lambda m=m: step_fn(m(), *batch((h, w), args.det_batch, False), bf16)
-            for r, m in dets.items()
-        }, args, lambda t: t * 1e3, 'backbone step')
+    models = {m: functools.partial(classifier, m) for m in args.models}
+    train = lambda m: step_fn(m, *batch(size, args.batch, dev), bf16)  # noqa: E731
+    timed(res, 'train', models, train, args, lambda t: args.batch / t, 'training')
+    infer = lambda m: infer_fn(m, batch(size, args.infer_batch, dev)[0], torch.float16)  # noqa
+    timed(res, 'infer', models, infer, args, lambda t: args.infer_batch / t, 'inference')
+    budgets = {'no token budget': dict(max_global_tokens=None)}
+    budgets[f'at most {budget} global tokens'] = dict(max_global_tokens=budget)
+    budgets[f'at most {budget} global tokens, with_cp'] = dict(
+        max_global_tokens=budget, with_cp=True)
+    dets = {f'{S}, {r}': functools.partial(ours, S, d) for r, d in budgets.items()}
+    dets.update({m: functools.partial(peer, m, True) for m in DET_PEERS if m in models})
+    det = lambda m: step_fn(m, *batch((h, w), args.det_batch, dev, labels=False), bf16)  # noqa
+    timed(res, 'det', dets, det, args, lambda t: t * 1e3, 'backbone step')
 
     def compiled():
         if not hasattr(torch, 'compile'):
             raise RuntimeError(f'torch {torch.__version__} has no torch.compile')
-        return step_fn(
-            torch.compile(ours(S), backend=args.compile_backend), *batch(size, args.batch), bf16)
+        return torch.compile(ours(S), backend=args.compile_backend)
 
-    timed(
-        res, 'compile', {
-            'eager': lambda: step_fn(ours(S), *batch(size, args.batch), bf16),
-            f'torch.compile, backend {args.compile_backend}': compiled
-        }, args, lambda t: args.batch / t, 'torch.compile')
+    modes = {
+        'eager': functools.partial(ours, S),
+        f'torch.compile, backend {args.compile_backend}': compiled
+    }
+    timed(res, 'compile', modes, train, args, lambda t: args.batch / t, 'torch.compile')
     return res
-
-
-def gpu_machine(device: str) -> str:
-    """The GPU, its memory, CUDA and cuDNN versions, then :func:`machine`."""
-    if device != 'cuda':
-        return machine()
-    gpu = torch.cuda.get_device_properties(0)
-    return (f'{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, '
-            f'cuDNN {torch.backends.cudnn.version()}; host: {machine()}')
 
 
 def goals(res: dict, args) -> dict:
     """{goal: (measured, whether within it)}: DualToken-ViT-S against EdgeNeXt-small."""
-    (h, w), s, e, found = args.det_size, 'DualToken-ViT-S', 'EdgeNeXt-small', {}
-    for goal, section, row, limit, sign in (
-        (f"{s} training img/s at least {e}'s", 'train', s, 1.,
-         1), (f"{s} peak training memory at most 1.2x {e}'s", 'train_peak', s, 1.2,
-              -1), (f"{w}x{h} backbone step with the token budget no slower than {e}'s", 'det',
-                    f'{s}, at most {res["budget"]} global tokens', 1., -1)):
+    (h, w), e, found = args.det_size, 'EdgeNeXt-small', {}
+    budgeted = f'{S}, at most {res["budget"]} global tokens'
+    # (goal, section, our row, limit of our figure / EdgeNeXt's, 1: at least, -1: at most)
+    checks = [(f"{S} training img/s at least {e}'s", 'train', S, 1., 1)]
+    checks.append((f"{S} peak training memory at most 1.2x {e}'s", 'train_peak', S, 1.2, -1))
+    checks.append((f"{w}x{h} backbone step with the token budget no slower than {e}'s", 'det',
+                   budgeted, 1., -1))
+    for goal, section, row, limit, sign in checks:
         a, b = (res[section].get(n, 'not measured') for n in (row, e))
         a, b = (v[0] if isinstance(v, tuple) else v for v in (a, b))
         if isinstance(a, str) or isinstance(b, str):
@@ -726,73 +486,143 @@ def goals(res: dict, args) -> dict:
         found[goal] = f'{a / b:.2f}x', 'yes' if miss <= 0 else \
             f'no: {miss * 100:.0f}% {"short" if sign > 0 else "over"}'
     bad = [row for row, ok in res['finite'].items() if ok != 'yes']
-    found['AMP training losses finite (fp16 and bf16, T and S)'] = ('not finite: ' + ', '.join(bad),
-                                                                    'no') if bad else ('all finite',
-                                                                                       'yes')
+    amp = ('not finite: ' + ', '.join(bad), 'no') if bad else ('all finite', 'yes')
+    found['AMP training losses finite (fp16 and bf16, T and S)'] = amp
     return found
+
+
+# ----------------------------------------------------------------------------- reports
+def machine(device: str = 'cpu') -> str:
+    """CPU model, cores, OS, Python and torch versions; on CUDA the GPU first."""
+    cpu = platform.processor() or platform.machine()
+    if osp.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')),
+                       cpu)
+    host = (f'{cpu}, {os.cpu_count()} logical cores; {platform.system()} {platform.release()}; '
+            f'Python {platform.python_version()}, torch {torch.__version__}')
+    if device != 'cuda':
+        return host
+    gpu = torch.cuda.get_device_properties(0)
+    return (f'{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, '
+            f'cuDNN {torch.backends.cudnn.version()}; host: {host}')
+
+
+def cell(res: dict, section: str, name: str, fmt: str = '.1f') -> str:
+    """A table cell: value (spread), a bare value, an error, or '-' when not measured."""
+    value = res.get(section, {}).get(name)
+    if isinstance(value, tuple):
+        return f'{value[0]:{fmt}} ({value[1] * 100:.0f}%)'
+    return '-' if value is None else value if isinstance(value, str) else f'{value:{fmt}}'
+
+
+def report(res: dict, args, title: str, bullets: list, sections: list, rerun: str) -> str:
+    """Markdown: ``title``, how the report was made (``bullets`` among it), then per section
+    (title, text, header, rows, columns: (result key, format) of each cell after the row's
+    name) its table, then the command that rewrites it."""
+    command = ' '.join(['gpu'] * (args.command == 'gpu') + args.argv)
+    lines = [
+        f'# {title}', '', f'Generated by `python tools/analysis/benchmark.py {command}`: '
+        'one run on one machine; compare figures within it, not across runs.', ''
+    ]
+    lines += [f'- Machine: {machine(args.device)}.'] + [f'- {b}' for b in bullets]
+    lines.append(f'- Timing: 2 + {args.warmup} warm-up calls, then {args.repeats} interleaved '
+                 'rounds (each model once per round); a figure is the median, the spread in '
+                 'brackets (max - min) / median.')
+    for title, text, header, rows, columns in sections:
+        lines += ['', f'## {title}', '', text, '', '| ' + ' | '.join(header) + ' |']
+        lines.append('|---' * len(header) + '|')
+        for n in rows:
+            lines.append(f'| {n} | ' + ' | '.join(cell(res, k, n, f) for k, f in columns) + ' |')
+    lines += ['', '## Rerun', '', f'    python tools/analysis/benchmark.py {rerun}']
+    return '\n'.join(lines) + '\n'
+
+
+def render(res: dict, args) -> str:
+    """The markdown report of :func:`cpu_benchmark`'s results."""
+    b, s, r18 = args.batch, f'{args.size}x{args.size}', 'ResNet-18'
+    ips = {n: v[0] for n, v in res['throughput'].items()}
+    text = ('"+ fuse_for_cpu": converted by `mmdualtoken.deploy.fuse_for_cpu` (BN folded into '
+            'the convs, GELU fused into the Linear and conv kernels).')
+    if 'onnx' in res:
+        text += (f' ONNX Runtime {version("onnxruntime")}: the graph of '
+                 f'`mmdualtoken.deploy.export_onnx` ({args.exporter} exporter).')
+    if {S, r18} <= set(ips):
+        text += (f' At batch {b}, {S}{FUSED} runs at {ips[S + FUSED] / ips[r18]:.2f}x {r18}\'s '
+                 f'throughput ({ips[S] / ips[r18]:.2f}x plain).')
+    header = ['model', 'params (M)', f'img/s, batch {b}', 'ms, batch 1', 'ONNX Runtime ms, batch 1']
+    columns = [('params', '.2f'), ('throughput', '.1f'), ('latency', '.1f'), ('onnx', '.1f')]
+    sections = [(f'Inference, fp32, {s}', text, header, args.rows, columns)]
+    peak = ('Peak memory: the resident set of a fresh process that builds the model and runs two '
+            'steps.')
+    text = ('Forward, cross-entropy, backward and AdamW step, freed memory kept in the heap as '
+            f'tools/train.py trains on the CPU. {peak}')
+    header, columns = ['model', 'img/s', 'peak memory (GiB)'], [('train', '.1f'),
+                                                                ('cls_peak', '.2f')]
+    sections.append((f'Training step, {s}, batch {b}', text, header, args.models, columns))
+    if 'det' in res:
+        text = ('Losses, backward and AdamW step of configs/retinanet_dualtoken_s.py (S with the '
+                "config's token budget) and of mmdet's retinanet_r18_fpn_1x_coco.py. " + peak)
+        header = ['backbone', 's / iteration', 'peak memory (GiB)']
+        title = f'RetinaNet training iteration, {args.det_size[1]}x{args.det_size[0]}, batch'
+        sections.append(
+            (f'{title} {args.det_batch}', text, header, RETINANET, [('det', '.3f'),
+                                                                    ('det_peak', '.2f')]))
+    return report(res, args, 'CPU benchmark', [f'Threads: {args.threads}.'], sections,
+                  '--out docs/benchmark.md')
 
 
 def render_gpu(res: dict, args) -> str:
     """The markdown report of :func:`gpu_benchmark`'s results."""
-    dev, (h, w), s, on = args.device, args.det_size, 'DualToken-ViT-S', args.device.upper()
+    dev, (h, w), size = args.device, args.det_size, f'{args.size}x{args.size}'
     found = goals(res, args)
     res['goal'], res['within'] = ({g: v[i] for g, v in found.items()} for i in (0, 1))
-    lines = [
-        '# GPU acceptance run', '',
-        f'Generated by `python tools/analysis/benchmark.py gpu {" ".join(args.argv)}`: one '
-        'run on one machine; ratios compare figures of this run only.', '',
-        f'- Machine: {res["machine"]}.', f'- Device: {dev}' +
-        ('.' if dev == 'cuda' else ' (the GPU run\'s code path; what needs CUDA says so).'),
-        f'- Peers: random weights, built by {res["peers"]}.',
-        f'- Timing: {args.warmup} warm-up call(s), then {args.repeats} interleaved round(s) '
-        '(each model once per round; on CUDA, `torch.cuda.synchronize()` after each call); a '
-        'figure is the median, the spread in brackets (max - min) / median. Peak memory: '
-        '`torch.cuda.max_memory_allocated()` over two calls, less what was allocated before '
-        'the model was built.'
-    ]
-    amp = '' if dev == 'cuda' else ' (enabled on CUDA only: here its disabled pass-through)'
-    names = 'aten ops, CUDA kernels' if dev == 'cuda' else 'aten ops; CUDA kernels on CUDA only'
-    size = f'{args.size}x{args.size}'
-    for title, text, header, columns in [  # rows: those of the first column's section
-        ('Goals', f'{s} against EdgeNeXt-small in this run.',
-         ['goal', 'measured', 'within the goal'], [('goal', ''), ('within', '')]),
-        ('Correctness', f'fp32: outputs on {on} against the CPU\'s, the same weights, TF32 off '
-         '(`torch.backends.cuda.matmul.allow_tf32`, `torch.backends.cudnn.allow_tf32`); within '
+    bullets = [f'Peers: random weights, built by {res["peers"]}.']
+    bullets.append('On CUDA, `torch.cuda.synchronize()` after each call; peak memory: '
+                   '`torch.cuda.max_memory_allocated()` over the first two calls, less what was '
+                   'allocated before the model was built.' if dev ==
+                   'cuda' else f'Device: {dev}, the GPU run\'s code path; what needs CUDA says so.')
+    amp = '' if dev == 'cuda' else ' (on the CPU, its disabled pass-through)'
+    sections = [
+        ('Goals', f'{S} against EdgeNeXt-small in this run.',
+         ['goal', 'measured', 'within the goal'], res['goal'], [('goal', ''), ('within', '')]),
+        ('Correctness', f'fp32: {dev} against the CPU, the same weights, TF32 off; within '
          f'tolerance: ||a - b|| / ||b|| of every output at most {TOLERANCE:.0e}. bf16, fp16: '
-         'autocast against fp32 on the device. One value per output (strides 8, 16, 32); the '
-         f'backbone of {DET_CFG}.', [
-             'model, input', f'fp32, {on} vs CPU', 'within tolerance', 'bf16 autocast vs fp32',
+         f'autocast against fp32. One value per output (strides 8, 16, 32) of {DET_CFG}.', [
+             'model, input', f'fp32, {dev} vs CPU', 'within tolerance', 'bf16 autocast vs fp32',
              'fp16 autocast vs fp32'
-         ], [('fp32', ''), ('ok', ''), ('bf16', ''), ('fp16', '')]),
-        (f'AMP training, {args.amp_steps} steps on one batch', f'{size}, batch {args.amp_batch},'
-         f' AdamW lr 1e-4, fp16 through `GradScaler`{amp}. Falling: the last loss below the '
-         'first.', ['model, precision', 'first loss', 'last loss',
-                    'all finite', 'falling'], [('first', '.3f'), ('last', '.3f'), ('finite', ''),
-                                               ('falling', '')]),
-        ('SDPA kernels', f'`scaled_dot_product_attention` in a forward of {s}, {size}: the '
-         f'implementation and `torch.profiler` names ({names}).',
-         ['precision', 'implementation: profiler names'], [('sdpa', '')]),
-        (f'Training step, {size}, batch {args.batch}', 'Forward, cross-entropy, backward, '
-         'AdamW step; bf16 autocast.', ['model', 'img/s',
-                                        'peak memory (GiB)'], [('train', '.1f'),
-                                                               ('train_peak', '.2f')]),
+         ], res['fp32'], [(k, '') for k in ('fp32', 'ok', 'bf16', 'fp16')]),
+        (f'AMP training, {args.amp_steps} steps on one batch', f'{size}, batch {args.amp_batch}, '
+         f'AdamW lr 1e-4, fp16 through `GradScaler`{amp}; falling: the last loss below the first.',
+         ['model, precision', 'first loss', 'last loss', 'all finite',
+          'falling'], res['first'], [('first', '.3f'), ('last', '.3f'), ('finite', ''),
+                                     ('falling', '')]),
+        ('SDPA kernels', f'`scaled_dot_product_attention` in a forward of {S}, {size}: the '
+         'implementation, and the names of its aten ops and CUDA kernels in `torch.profiler`.',
+         ['precision', 'implementation: profiler names'], res['sdpa'], [('sdpa', '')]),
+        (f'Training step, {size}, batch {args.batch}', 'Forward, cross-entropy, backward, AdamW '
+         'step; bf16 autocast.', ['model', 'img/s',
+                                  'peak memory (GiB)'], res['train'], [('train', '.1f'),
+                                                                       ('train_peak', '.2f')]),
         (f'Inference, {size}, batch {args.infer_batch}', 'fp16 autocast, no autograd.',
-         ['model', 'img/s'], [('infer', '.1f')]),
+         ['model', 'img/s'], res['infer'], [('infer', '.1f')]),
         (f'Backbone step, {w}x{h}, batch {args.det_batch}', 'Forward, the sum of the outputs\' '
-         'means (strides 8-32), backward, AdamW step; bf16 autocast; every layer trainable.',
-         ['backbone', 'ms', 'peak memory (GiB)'], [('det', '.1f'), ('det_peak', '.2f')]),
-        (f'torch.compile, {s} training step', 'The training step above, eager and compiled; '
-         'the first call includes the compilation.', ['mode', 'img/s',
-                                                      'first call (s)'], [('compile', '.1f'),
-                                                                          ('compile_first', '.1f')])
-    ]:
-        lines += ['', f'## {title}', '', text, ''] + table(res, header, res[columns[0][0]], columns)
-    lines += [
-        '', '## Rerun', '', '    python tools/analysis/benchmark.py gpu --out docs/gpu.md', '',
-        'Where no OpenMMLab package is installed: `python tools/analysis/benchmark.py '
-        'gpu --help`. `--device cpu --quick`: every section at tiny sizes on the CPU.'
+         'means, backward, AdamW step; bf16 autocast; every layer trainable.',
+         ['backbone', 'ms', 'peak memory (GiB)'], res['det'], [('det', '.1f'),
+                                                               ('det_peak', '.2f')]),
+        (f'torch.compile, {S} training step', 'The training step above, eager and compiled; the '
+         'first call includes the compilation.', ['mode', 'img/s', 'first call (s)'],
+         res['compile'], [('compile', '.1f'), ('compile_first', '.1f')])
     ]
-    return '\n'.join(lines) + '\n'
+    return report(res, args, 'GPU acceptance run', bullets, sections, 'gpu --out docs/gpu.md')
+
+
+# ---------------------------------------------------------------------------- commands
+def positive(text: str) -> int:
+    """The argparse type of the sizes, batches and counts."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive integer')
+    return int(text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -801,64 +631,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', metavar='{cpu,gpu}')
     cpu = commands.add_parser('cpu', help='CPU fp32 inference and training (the default)')
-    cpu.add_argument('--out', help='markdown report to write, PNG beside it (default: stdout)')
-    cpu.add_argument(
-        '--threads',
-        type=int,
-        default=torch.get_num_threads(),
-        help='torch and ONNX Runtime threads (default: %(default)s)')
-    cpu.add_argument('--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
-    cpu.add_argument('--size', type=int, default=224, help='image side (default: 224)')
-    cpu.add_argument('--batch', type=int, default=32, help='throughput and training batch')
-    cpu.add_argument('--warmup', type=int, default=2, help='untimed calls per model')
-    cpu.add_argument('--repeats', type=int, default=7, help='interleaved rounds')
-    cpu.add_argument('--onnx-repeats', type=int, default=30, help='ONNX Runtime rounds')
-    cpu.add_argument(
-        '--exporter',
-        choices=EXPORTERS,
-        help='ONNX exporter (default: %(default)s)',
-        default='torchscript' if dynamo_export_missing() else 'dynamo')
-    cpu.add_argument('--det-size', type=int, nargs=2, default=(800, 1333), metavar=('H', 'W'))
-    cpu.add_argument('--det-batch', type=int, default=2)
-    cpu.add_argument('--det-repeats', type=int, default=3)
-    for what, section in dict(
-            onnx='ONNX Runtime latency', det='RetinaNet iteration',
-            memory='peak memory measurements').items():
-        cpu.add_argument(f'--skip-{what}', action='store_true', help=f'skip the {section}')
-    cpu.add_argument('--quick', action='store_true', help=f'for tests: sets {QUICK}')
-    gpu = commands.add_parser(
-        'gpu',
-        help='one GPU: correctness, AMP, speed and memory',
-        description=gpu_benchmark.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    gpu.add_argument('--out', help='markdown report to write (default: stdout)')
+    gpu = commands.add_parser('gpu', help='one GPU: correctness, AMP, speed and memory')
+    for command in (cpu, gpu):
+        command.add_argument('--out', help='markdown report to write')
+        command.add_argument(
+            '--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
+        command.add_argument('--det-size', type=positive, nargs=2, default=(800, 1333))
+        command.add_argument('--quick', action='store_true', help='tiny sizes, for the tests')
+    threads = torch.get_num_threads()
+    exporter = 'torchscript' if dynamo_export_missing() else 'dynamo'
+    cpu.add_argument('--threads', type=positive, default=threads, help='torch and ORT threads')
+    cpu.add_argument('--exporter', choices=EXPORTERS, default=exporter, help='ONNX exporter')
     gpu.add_argument('--device', choices=('cuda', 'cpu'), default='cuda')
-    gpu.add_argument('--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
-    for flag, default in dict(
-            size=224, batch=128, infer_batch=256, det_batch=2, warmup=3, repeats=10,
-            amp_steps=50).items():
-        gpu.add_argument(f'--{flag.replace("_", "-")}', type=int, default=default)
-    gpu.add_argument('--det-size', type=int, nargs=2, default=(800, 1333), metavar=('H', 'W'))
     gpu.add_argument('--compile-backend', default='inductor')
-    gpu.add_argument('--quick', action='store_true', help=f'for tests: sets {GPU_QUICK}')
-    gpu.set_defaults(amp_batch=32, budget=None)  # budget: the detection configs'
+    for command, ints in ((cpu, CPU_INTS), (gpu, GPU_INTS)):
+        for flag, default in ints.items():
+            command.add_argument(f'--{flag.replace("_", "-")}', type=positive, default=default)
+    for what in ('onnx', 'det', 'memory'):  # ONNX Runtime, RetinaNet, peak memory
+        cpu.add_argument(f'--skip-{what}', action='store_true')
+    gpu.set_defaults(budget=None)  # budget: the detection configs'
+    cpu.set_defaults(device='cpu')
     if not argv or argv[0] not in commands.choices and argv[0] not in ('-h', '--help'):
         argv.insert(0, 'cpu')
     args = parser.parse_args(argv)
     args.argv = argv[1:]
-    if args.command == 'gpu':
-        vars(args).update(GPU_QUICK if args.quick else {})
-        if min(args.size, args.batch, args.infer_batch, args.repeats, args.amp_steps,
-               *args.det_size) < 1:
-            parser.error('sizes, batches, --repeats and --amp-steps must be positive')
-        if args.device == 'cuda' and not torch.cuda.is_available():
-            parser.error('CUDA is not available here: --device cpu runs the code path')
-        return args
-    vars(args).update(QUICK if args.quick else {})
-    # the inference rows: each model, and each of ours also converted by fuse_for_cpu
+    vars(args).update((GPU_QUICK if args.command == 'gpu' else QUICK) if args.quick else {})
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('CUDA is not available here: --device cpu runs the code path')
+    # the cpu inference rows: each model, and each of ours also converted by fuse_for_cpu
     args.rows = [r for n in args.models for r in ((n, n + FUSED) if n in OURS else (n, ))]
-    if min(args.threads, args.size, args.batch, args.repeats, *args.det_size) < 1:
-        parser.error('--threads, --size, --batch, --repeats and --det-size must be positive')
     return args
 
 
@@ -872,10 +673,7 @@ def main(argv=None) -> None:
         return print(text)
     with open(args.out, 'w') as f:
         f.write(text)
-    if args.command == 'gpu':
-        return log(f'wrote {args.out}')
-    plot(res, args, osp.splitext(args.out)[0] + '.png')
-    log(f'wrote {args.out} and {osp.splitext(args.out)[0]}.png')
+    log(f'wrote {args.out}')
 
 
 if __name__ == '__main__':

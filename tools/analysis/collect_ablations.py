@@ -3,14 +3,11 @@
 
     python tools/analysis/collect_ablations.py WORK_DIRS [--out FILE] [--configs DIR]
 
-Train each config of configs/ablations/ (``tools/dist_train.sh configs/ablations/<name>.py
-8``, whose default work dir is ./work_dirs/<name>), then collect: the run of <name> is
-WORK_DIRS/<name>, and its top-1 is the last ``accuracy/top1`` mmengine logged in its
-<timestamp>/vis_data/scalars.json (the latest timestamp holding one, so a resumed run counts
-once). A run whose saved config trained another backbone than its folder's ablation config
-(other switches, arch or token MLP) is refused, so a mislabelled folder cannot fill a row.
-Rows that have no run yet say so. The tables and the paper's figures are defined once, in
-mmdualtoken/utils/ablations.py.
+The run of configs/ablations/<name>.py is WORK_DIRS/<name> (its default work dir), its top-1
+the last ``accuracy/top1`` mmengine logged there (the latest session holding one, so a resumed
+run counts once). A run whose saved config trained another backbone than its folder's config
+is refused, so a mislabelled folder cannot fill a row. The tables and the paper's figures are
+defined once, in mmdualtoken/utils/ablations.py.
 """
 import argparse
 import glob
@@ -77,7 +74,7 @@ def collect(work_dirs: str, configs_dir: str = CONFIGS) -> dict:
     return results
 
 
-def cell(value: Optional[float], missing: str = '-') -> str:
+def top1(value: Optional[float], missing: str = '-') -> str:
     return missing if value is None else f'{value:.2f}'
 
 
@@ -97,8 +94,8 @@ def render(results: dict, work_dirs: str) -> str:
         ]
         labels = {config: label for label, config in table.rows}
         for label, config in table.rows:
-            lines.append(f'| {label} | `{config}` | {cell(results[config], "not run")} | '
-                         f'{cell(PAPER_TOP1.get(config))} |')
+            lines.append(f'| {label} | `{config}` | {top1(results[config], "not run")} | '
+                         f'{top1(PAPER_TOP1.get(config))} |')
         lines += ['', '| pair | top-1 ours | top-1 paper | paper also says |', '|---|---|---|---|']
         for pair in table.pairs:
             a, b = results[pair.ours], results[pair.other]
