@@ -32,6 +32,7 @@ def test_quick_run_writes_the_report(tmp_path):
         '1',
         '--exporter',
         'torchscript',
+        '--skip-memory',  # test_peak_memory_of_a_training_step measures one
         '--out',
         str(out),
         cwd=str(tmp_path),
@@ -56,14 +57,13 @@ def test_quick_run_writes_the_report(tmp_path):
     assert list(training) == ['DualToken-ViT-S', 'ResNet-18']
     retinanet = table_rows(text, '## RetinaNet training iteration, 128x96, batch 1')
     assert list(retinanet) == ['DualToken-ViT-S', 'ResNet-18']
-    for cells in [*training.values(), *retinanet.values()]:
-        speed, peak = cells
-        assert re.fullmatch(number, speed) and 0.1 < float(peak) < 64, cells
+    for speed, peak in [*training.values(), *retinanet.values()]:
+        assert re.fullmatch(number, speed) and peak == '-', (speed, peak)
     assert not re.search(r'target|floor|issue', text, re.IGNORECASE)
     assert text.rstrip().endswith('    python tools/analysis/benchmark.py --out docs/benchmark.md')
     for progress in ('inference, batch 2',
                      'ONNX Runtime (torchscript exporter), batch 1, first calls: ResNet-18',
-                     'RetinaNet iteration', 'peak memory, RetinaNet: ResNet-18'):
+                     'RetinaNet iteration'):
         assert progress in proc.stderr, proc.stderr[-3000:]
 
 
@@ -71,8 +71,8 @@ def test_interleaved_calls_every_function_once_per_round():
     benchmark = load_tool(TOOL)
     calls = []
     fns = {'a': lambda: calls.append('a'), 'b': lambda: (calls.append('b'), time.sleep(0.02))}
-    times = benchmark.interleaved(fns, warmup=2, repeats=3, desc='test')
-    assert calls == ['a', 'a', 'b', 'b'] + ['a', 'b'] * 3
+    times = benchmark.interleaved(fns, repeats=3, desc='test')
+    assert calls == ['a', 'b'] * 3
     assert len(times['a']) == len(times['b']) == 3
     assert min(times['b']) >= 0.02 > max(times['a'])
 
@@ -139,7 +139,7 @@ def test_report_from_results():
         'ResNet-18': ['16.0 (1%)', '-']
     }
     assert '## RetinaNet' not in text
-    assert '- Threads: 2.\n- Timing: 2 + 1 warm-up calls, then 7' in text
+    assert '- Threads: 2.\n- Timing: 2 warm-up calls, then 7' in text
     assert '    python tools/analysis/benchmark.py --out docs/benchmark.md' in text
 
 
@@ -158,6 +158,16 @@ def test_peak_memory_is_of_the_process_that_ran_the_function(monkeypatch):
     large = benchmark.peak_rss_gib(operator.mul, b'x', 400 * 2**20)
     assert 0.35 < large - small < 0.6, (small, large)
     assert own_peak() - before < 0.2
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_training_step(monkeypatch):
+    """The process function of the cpu command's memory column: two RetinaNet iterations of
+    mmdet's R18 in a fresh process hold more than torch, mmdet and the model at rest."""
+    monkeypatch.syspath_prepend(osp.join(REPO_ROOT, 'tools', 'analysis'))
+    benchmark = importlib.import_module('benchmark')
+    peak = benchmark.peak_rss_gib(benchmark.training_worker, 'det', 'ResNet-18', 1, (96, 128), 1)
+    assert 0.3 < peak < 8, peak
 
 
 # ---------------------------------------------------------------- the gpu command, on the CPU

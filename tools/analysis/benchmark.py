@@ -4,13 +4,11 @@
     python tools/analysis/benchmark.py --out docs/benchmark.md
     python tools/analysis/benchmark.py gpu --out docs/gpu.md  # one GPU
 
-``cpu`` (the default command), fp32: inference throughput and batch-1 latency of
-DualToken-ViT T and S, plain and after ``mmdualtoken.deploy.fuse_for_cpu``, against
-mmpretrain's ResNet-18, EdgeNeXt-small, EfficientFormer-L1 and ConvNeXt-V2-femto, in PyTorch
-and ONNX Runtime; the training step; the RetinaNet iteration of configs/retinanet_dualtoken_s.py
-against mmdet's R18 one; the peak memory of each training step. ``gpu``: correctness, AMP and
-SDPA checks, speed and memory on one GPU. Every figure is the median of interleaved rounds
-(each round calls every model once, so a noisy moment hits all alike).
+``cpu`` (the default), fp32: DualToken-ViT T and S (plain and after ``fuse_for_cpu``) against
+mmpretrain's ResNet-18, EdgeNeXt-small, EfficientFormer-L1 and ConvNeXt-V2-femto: inference
+in PyTorch and ONNX Runtime, training step, RetinaNet iteration, peak memory. ``gpu``:
+correctness, AMP, SDPA, speed and memory on one GPU. A figure is the median of interleaved
+rounds (each round calls every model once, so a noisy moment hits all alike).
 """
 import argparse
 import copy
@@ -58,12 +56,12 @@ RETINANET = {
 }
 DET_CFG = 'configs/_base_/models/dualtoken_s_det_backbone.py'
 FUSED = ' + fuse_for_cpu'
-QUICK = dict(batch=2, repeats=1, warmup=1, det_size=(96, 128), det_batch=1)
+QUICK = dict(batch=2, repeats=1, det_size=(96, 128), det_batch=1)
 GPU_QUICK = dict(QUICK, size=64, infer_batch=2, amp_steps=3, amp_batch=2, budget=4)
 GPU_QUICK.update(compile_backend='eager')
 # the integer options of each command and their defaults
-CPU_INTS = dict(size=224, batch=32, det_batch=2, warmup=1, repeats=7)
-GPU_INTS = dict(size=224, batch=128, infer_batch=256, det_batch=2, warmup=3, repeats=10)
+CPU_INTS = dict(size=224, batch=32, det_batch=2, repeats=7)
+GPU_INTS = dict(size=224, batch=128, infer_batch=256, det_batch=2, repeats=10)
 GPU_INTS.update(amp_steps=50, amp_batch=32)
 TOLERANCE = 1e-4  # fp32 on the device vs the CPU: ||a - b|| / ||b|| of each output
 HALF = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -82,12 +80,9 @@ except ImportError:
 
 
 # --------------------------------------------------------------- timing and memory (both)
-def interleaved(fns: dict, warmup: int, repeats: int, desc: str) -> dict:
-    """Seconds per call of each function: ``warmup`` untimed calls of each, then ``repeats``
-    rounds in which each is called once. Returns {name: [seconds of each round]}."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def interleaved(fns: dict, repeats: int, desc: str) -> dict:
+    """Seconds per call of each function in ``repeats`` rounds in which each is called once:
+    {name: [seconds of each round]}."""
     times = {name: [] for name in fns}
     for _ in tqdm(range(repeats), desc=desc, unit='round', file=sys.stderr):
         for name, fn in fns.items():
@@ -106,9 +101,9 @@ def summarise(times: dict, scale=lambda s: s) -> dict:
 
 def timed(res: dict, key: str, models: dict, step, args, scale, desc: str) -> None:
     """Time ``step(model)`` (a function to call) of each model (``models``: {name: module or
-    builder}): two calls alone, then all :func:`interleaved`. res[key]: the scaled figures or
-    why a model did not run; res[key + '_first']: seconds of the first call; res[key +
-    '_peak']: on CUDA, the peak GiB allocated since before the build (model, inputs,
+    builder}): two calls alone (the warm-up), then all :func:`interleaved`. res[key]: the
+    scaled figures or why a model did not run; res[key + '_first']: seconds of the first call;
+    res[key + '_peak']: on CUDA, the peak GiB allocated since before the build (model, inputs,
     gradients, AdamW state, activations)."""
     fns, cuda = {}, args.device == 'cuda'
     res[key], res[key + '_first'], res[key + '_peak'] = {}, {}, {}
@@ -126,13 +121,13 @@ def timed(res: dict, key: str, models: dict, step, args, scale, desc: str) -> No
             res[key + '_first'][name] = time.perf_counter() - start
             fns[name] = fn
             fn()
-            res[key + '_peak'][name] = ((torch.cuda.max_memory_allocated() - base) /
-                                        2**30 if cuda else 'CUDA only')
+            if cuda:
+                res[key + '_peak'][name] = (torch.cuda.max_memory_allocated() - base) / 2**30
         except Exception as e:  # a model that cannot run here is a row that says why
             fns.pop(name, None)
             res[key][name] = f'not run: {type(e).__name__}: {str(e).splitlines()[0][:150]}'
             log(f'{name}: {res[key][name]}')
-    figures = summarise(interleaved(fns, args.warmup, args.repeats, desc), scale)
+    figures = summarise(interleaved(fns, args.repeats, desc), scale)
     res[key] = {n: res[key].get(n) or figures[n] for n in models}
 
 
@@ -407,8 +402,7 @@ def gpu_benchmark(args) -> dict:
     dev, (h, w), bf16 = args.device, args.det_size, torch.bfloat16
     size, budget = (args.size, args.size), args.budget or ours(S, {}).max_global_tokens
     res = dict(machine=machine(dev), budget=budget, peers=peer_source())
-    res.update({k: {} for k in ('fp32', 'ok', 'bf16', 'fp16', 'sdpa', 'first', 'last')})
-    res.update(finite={}, falling={})
+    res.update({k: {} for k in 'fp32 ok bf16 fp16 sdpa first last finite falling'.split()})
     log('correctness: fp32 on the device vs the CPU (TF32 off), autocast vs fp32, SDPA')
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -441,29 +435,30 @@ def gpu_benchmark(args) -> dict:
                                                    for v in amp_verdict(losses))
     del x, y, step
     models = {m: functools.partial(classifier, m) for m in args.models}
-    train = lambda m: step_fn(m, *batch(size, args.batch, dev), bf16)  # noqa: E731
+
+    def train(model):
+        return step_fn(model, *batch(size, args.batch, dev), bf16)
+
+    def infer(model):
+        return infer_fn(model, batch(size, args.infer_batch, dev)[0], torch.float16)
+
+    def backbone_step(model):
+        return step_fn(model, *batch((h, w), args.det_batch, dev, labels=False), bf16)
+
     timed(res, 'train', models, train, args, lambda t: args.batch / t, 'training')
-    infer = lambda m: infer_fn(m, batch(size, args.infer_batch, dev)[0], torch.float16)  # noqa
     timed(res, 'infer', models, infer, args, lambda t: args.infer_batch / t, 'inference')
-    budgets = {'no token budget': dict(max_global_tokens=None)}
-    budgets[f'at most {budget} global tokens'] = dict(max_global_tokens=budget)
-    budgets[f'at most {budget} global tokens, with_cp'] = dict(
-        max_global_tokens=budget, with_cp=True)
-    dets = {f'{S}, {r}': functools.partial(ours, S, d) for r, d in budgets.items()}
+    budgeted = f'{S}, at most {budget} global tokens'
+    dets = {f'{S}, no token budget': functools.partial(ours, S, dict(max_global_tokens=None))}
+    dets[budgeted] = functools.partial(ours, S, dict(max_global_tokens=budget))
+    dets[budgeted + ', with_cp'] = functools.partial(ours, S,
+                                                     dict(max_global_tokens=budget, with_cp=True))
     dets.update({m: functools.partial(peer, m, True) for m in DET_PEERS if m in models})
-    det = lambda m: step_fn(m, *batch((h, w), args.det_batch, dev, labels=False), bf16)  # noqa
-    timed(res, 'det', dets, det, args, lambda t: t * 1e3, 'backbone step')
-
-    def compiled():
-        if not hasattr(torch, 'compile'):
-            raise RuntimeError(f'torch {torch.__version__} has no torch.compile')
-        return torch.compile(ours(S), backend=args.compile_backend)
-
-    modes = {
-        'eager': functools.partial(ours, S),
-        f'torch.compile, backend {args.compile_backend}': compiled
-    }
+    timed(res, 'det', dets, backbone_step, args, lambda t: t * 1e3, 'backbone step')
+    compiled = functools.partial(torch.compile, backend=args.compile_backend)
+    modes = {'eager': ours(S), f'torch.compile, backend {args.compile_backend}': compiled(ours(S))}
     timed(res, 'compile', modes, train, args, lambda t: args.batch / t, 'torch.compile')
+    for key in ('train', 'det') if dev != 'cuda' else ():  # the CUDA allocator's peaks
+        res[key + '_peak'] = dict.fromkeys(res[key], 'CUDA only')
     return res
 
 
@@ -526,7 +521,7 @@ def report(res: dict, args, title: str, bullets: list, sections: list, rerun: st
         'one run on one machine; compare figures within it, not across runs.', ''
     ]
     lines += [f'- Machine: {machine(args.device)}.'] + [f'- {b}' for b in bullets]
-    lines.append(f'- Timing: 2 + {args.warmup} warm-up calls, then {args.repeats} interleaved '
+    lines.append(f'- Timing: 2 warm-up calls, then {args.repeats} interleaved '
                  'rounds (each model once per round); a figure is the median, the spread in '
                  'brackets (max - min) / median.')
     for title, text, header, rows, columns in sections:

@@ -110,11 +110,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', help='folder holding one work dir per ablation config')
     parser.add_argument('--out', help='also write the tables to this markdown file')
-    parser.add_argument(
-        '--configs',
-        default=CONFIGS,
-        help='the configs folder whose ablations/ the runs trained '
-        '(default: this repository\'s configs/)')
+    parser.add_argument('--configs', default=CONFIGS, help='the configs folder (default: ours)')
     args = parser.parse_args(argv)
     if not osp.isdir(args.work_dirs):
         parser.error(f'{args.work_dirs} is not a folder')

@@ -157,11 +157,7 @@ def render(archs: dict, ablations: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', help='also write the table to this markdown file')
-    parser.add_argument(
-        '--configs',
-        default=CONFIGS,
-        help='the configs folder whose ablations/ are measured '
-        '(default: this repository\'s configs/)')
+    parser.add_argument('--configs', default=CONFIGS, help='the configs folder (default: ours)')
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = [(arch, dict(arch=arch)) for arch in ARCHS] + list(ablation_rows(args.configs).items())
