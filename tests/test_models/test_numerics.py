@@ -45,24 +45,18 @@ def test_training_step_at_detection_resolution_has_finite_gradients():
 
 
 @pytest.mark.slow
-def test_torch_compile_infers_with_inductor_and_trains_at_changing_sizes():
-    """The default backend (inductor) compiles the forward and gives eager's outputs; training
-    (forward and backward) compiles at a fixed size and a new size compiles a new graph.
+def test_torch_compile_trains_at_a_fixed_size_and_at_changing_sizes():
+    """torch.compile captures forward and backward (dynamo and AOTAutograd, as for every
+    backend) and gives eager's outputs; a new size compiles a new graph.
 
-    The training part runs on aot_eager: dynamo and AOTAutograd capture forward and backward
-    as for inductor, without inductor's minutes of C++ compilation per graph on this CPU
-    (the GPU acceptance run compiles the training step with inductor). dynamic=False: with
-    symbolic sizes (dynamic=True) inductor 2.14.1 fails on any permuted view saved for
-    backward (pytorch/pytorch#185510).
+    aot_eager, not inductor: inductor's code generation is device-specific (C++ here, Triton on
+    the GPUs users train on, where the GPU acceptance run compiles the training step), and on
+    this CPU it costs about 40 s per graph. dynamic=False: with symbolic sizes (dynamic=True)
+    inductor 2.14.1 fails on any permuted view saved for backward (pytorch/pytorch#185510).
     """
     torch.manual_seed(0)
     model = DualTokenViT(
-        arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])).eval()
-    x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        for out, expected in zip(torch.compile(model, dynamic=False)(x), model(x)):
-            torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
-    model.train()
+        arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])).train()
     compiled = torch.compile(model, backend='aot_eager', dynamic=False)
     for size in [(64, 64), (64, 64), (72, 100)]:
         x = torch.rand(2, 3, *size)
