@@ -159,6 +159,8 @@ def ours(name: str, det: dict = None) -> torch.nn.Module:
     """DualToken-ViT ``name`` without mmpretrain, initialised as in training: the classifier of
     configs/dualtoken_*_in1k.py, or the backbone of DET_CFG with the overrides ``det``."""
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('benchmark', log_level='WARNING')  # no init_weights reports
     torch.manual_seed(0)
     if det is None:
         net = DualTokenViT(
@@ -397,8 +399,6 @@ def gpu_benchmark(args) -> dict:
     It needs torch, mmengine and mmcv-lite (no compiled ops), and mmpretrain or timm for the
     peers: docs/development.md says how to run it on a bare GPU machine.
     """
-    from mmengine.logging import MMLogger
-    MMLogger.get_instance('benchmark', log_level='WARNING')  # no init_weights reports
     dev, (h, w), bf16 = args.device, args.det_size, torch.bfloat16
     size, budget = (args.size, args.size), args.budget or ours(S, {}).max_global_tokens
     res = dict(machine=machine(dev), budget=budget, peers=peer_source())
