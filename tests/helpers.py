@@ -10,6 +10,14 @@ from typing import List
 from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# --cfg-options of a two-iteration tiny detection run (4 images, batch 2, one epoch) that
+# validates on two images and saves its checkpoint
+DET_TWO_ITERATIONS = [
+    'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+    'val_dataloader.dataset.indices=2', 'val_dataloader.batch_size=2', 'train_cfg.max_epochs=1',
+    'train_cfg.val_interval=1', 'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.interval=1'
+]
 
 
 def tool_env(env: dict = None) -> dict:

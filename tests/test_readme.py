@@ -510,11 +510,13 @@ def test_make_targets_run_what_the_pages_say():
         assert proc.returncode == 0, proc.stderr
         for part in expected:
             assert part in proc.stdout, (command, part, proc.stdout)
-    with open(osp.join(REPO_ROOT, '.ci', 'run')) as f:  # "what CI runs"
-        ci = f.read()
-    assert re.search(
-        r'^make test$', ci, flags=re.M) and re.search(
-            r'^make compat-short$', ci, flags=re.M)
+    # CI (.ci/run) runs exactly the README's test lines, in their order
+    with open(osp.join(REPO_ROOT, '.ci', 'run')) as f:
+        ci = [line.strip() for line in f if line.startswith('make ')]
+    readme = [c for _, body in code_blocks(page_text('README.md')) for c in shell_commands(body)]
+    assert ci == ['make test', 'make compat-short'], ci
+    start = readme.index(ci[0])
+    assert readme[start:start + len(ci)] == ci, readme
 
 
 @pytest.mark.slow

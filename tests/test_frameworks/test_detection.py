@@ -3,24 +3,9 @@ train, val and test from its checkpoint: the README's commands, tests/test_readm
 DetInferencer."""
 import numpy as np
 import pytest
-from helpers import config, run_tool, scalars
+from helpers import DET_TWO_ITERATIONS, config, run_tool, scalars
 
 pytestmark = pytest.mark.slow  # Runner trainings through the tools
-
-SHORT_RUN = [
-    '--cfg-options',
-    'train_dataloader.dataset.indices=4',
-    'train_dataloader.batch_size=2',
-    'val_dataloader.dataset.indices=2',
-    'val_dataloader.batch_size=2',
-    'train_cfg.max_epochs=1',
-    'train_cfg.val_interval=1',
-    'default_hooks.logger.interval=1',
-    'default_hooks.checkpoint.interval=1',
-]
-# after two iterations RetinaNet's scores are near the focal-loss prior (0.01): keep them
-# all, so that COCO evaluation has detections to score
-KEEP_ALL_SCORES = 'model.test_cfg.score_thr=0.0'
 
 
 def test_mask_rcnn_train_val(tiny_workdir, tmp_path):
@@ -30,7 +15,8 @@ def test_mask_rcnn_train_val(tiny_workdir, tmp_path):
         config('tiny/mask_rcnn_dualtoken_s_tiny.py'),
         '--work-dir',
         work_dir,
-        *SHORT_RUN,
+        '--cfg-options',
+        *DET_TWO_ITERATIONS,
         cwd=tiny_workdir)
     logged = scalars(work_dir)
     losses = [r for r in logged if 'loss_mask' in r]

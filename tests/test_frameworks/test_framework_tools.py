@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, checkpoints, config, scalars
+from helpers import DET_TWO_ITERATIONS, REPO_ROOT, checkpoints, config, scalars
 
 pytestmark = pytest.mark.slow  # Runner trainings through the tools
 
@@ -67,14 +67,7 @@ FRAMEWORKS = {
     dict(
         config='tiny/retinanet_dualtoken_s_tiny.py',
         train=[
-            'train_dataloader.dataset.indices=4',
-            'train_dataloader.batch_size=2',
-            'val_dataloader.dataset.indices=2',
-            'val_dataloader.batch_size=2',
-            'train_cfg.max_epochs=1',
-            'train_cfg.val_interval=1',
-            'default_hooks.logger.interval=1',
-            'default_hooks.checkpoint.interval=1',
+            *DET_TWO_ITERATIONS,
             # after two iterations RetinaNet's scores sit near the focal-loss prior
             # (0.01): keep them all, so that COCO evaluation has detections to score
             'model.test_cfg.score_thr=0.0'
