@@ -98,4 +98,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from mmdualtoken.launch import run_tool
+    run_tool(main)

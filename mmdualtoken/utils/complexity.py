@@ -61,13 +61,16 @@ class Complexity:
 
 
 def count_complexity(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> Complexity:
-    """Params and MACs of ``model`` on a zero tensor of ``input_shape`` (eval, no grad)."""
+    """Params and MACs of ``model`` on a zero tensor of ``input_shape`` (eval, no grad), made
+    on the model's device. On the ``meta`` device nothing is computed: the same MACs, but
+    attention is counted in its matrix products (``attention_macs`` is 0)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     try:
         with torch.no_grad(), counter:
-            model(torch.zeros(*input_shape))
+            model(torch.zeros(*input_shape, device=device))
     finally:
         model.train(was_training)
     counts = counter.get_flop_counts()['Global']

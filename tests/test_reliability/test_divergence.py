@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow  # fault injections in Runner trainings
 
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HOOKS_ENV = dict(PYTHONPATH=os.pathsep.join([TESTS_DIR, os.environ.get('PYTHONPATH', '')]))
-COMMON = [
-    'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+COMMON = [  # 2 iterations per epoch
+    'train_dataloader.dataset.indices=2', 'train_dataloader.batch_size=1',
     'val_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1',
     'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1'
 ]

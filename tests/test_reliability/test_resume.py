@@ -22,8 +22,8 @@ import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoi
 pytestmark = pytest.mark.slow  # fault injections in Runner trainings
 
 SMALL = [
-    'randomness.seed=0', 'randomness.deterministic=True', 'train_dataloader.dataset.indices=4',
-    'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2',
+    'randomness.seed=0', 'randomness.deterministic=True', 'train_dataloader.dataset.indices=2',
+    'train_dataloader.batch_size=1', 'val_dataloader.dataset.indices=2',
     'default_hooks.logger.interval=1'
 ]
 
@@ -113,7 +113,7 @@ def test_resumed_run_repeats_uninterrupted_run(tiny_workdir, tmp_path, fault_rep
     (first, validated_first), (resumed, validated_resumed) = runs(split)
     # both validated between the save and the resume point
     assert validated == validated_first + validated_resumed == [c['stop'], c['total']]
-    iters_per_epoch = 2 if c['by_epoch'] else 1  # 4 images, batch 2
+    iters_per_epoch = 2 if c['by_epoch'] else 1  # 2 images, batch 1
     assert len(uninterrupted) == c['total'] * iters_per_epoch
     assert len(first) == c['stop'] * iters_per_epoch
     assert first + resumed == uninterrupted  # exact float equality, iteration by iteration
