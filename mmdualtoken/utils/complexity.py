@@ -66,14 +66,14 @@ def count_complexity(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 
     attention is counted in its matrix products (``attention_macs`` is 0)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
     try:
         with torch.no_grad(), counter:
             model(torch.zeros(*input_shape, device=device))
     finally:
         model.train(was_training)
-    counts = counter.get_flop_counts()['Global']
+    counts = counter.get_flop_counts().get('Global', {})  # absent when nothing counted
     flops = sum(counts.values())
     attention_flops = sum(v for op, v in counts.items()
                           if op in _SDPA_CPU_OPS or 'scaled_dot_product' in str(op))

@@ -86,3 +86,21 @@ def test_a_model_converted_for_cpu_is_counted_like_the_plain_one():
     # MACs equal; parameters differ by the folded BatchNorms (2C affine -> C conv bias)
     assert (fused.macs, fused.attention_macs) == (plain.macs, plain.attention_macs)
     assert plain.macs > 0 and fused.params < plain.params
+
+
+@pytest.mark.parametrize('budget', [None, 4])
+def test_a_model_on_the_meta_device_counts_the_same_macs(budget):
+    """What tools/analysis/complexity.py does at 800x1333: the same MACs and params, no
+    arithmetic; the attention matrix products are then counted among the others."""
+    model = DualTokenViT(
+        arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4]),
+        max_global_tokens=budget)
+    real = count_complexity(model, (1, 3, 160, 224))
+    meta = count_complexity(model.to('meta'), (1, 3, 160, 224))
+    assert (meta.macs, meta.params) == (real.macs, real.params)
+    assert real.attention_macs > 0 and meta.attention_macs == 0
+
+
+def test_a_module_without_parameters_runs_on_the_cpu():
+    result = count_complexity(nn.AvgPool2d(2), (1, 3, 8, 8))
+    assert (result.params, result.macs, result.attention_macs) == (0, 0, 0)
