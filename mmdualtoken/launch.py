@@ -404,6 +404,10 @@ def _is_timeout(error: BaseException) -> bool:
     return False
 
 
+def _in_process_group() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 @contextlib.contextmanager
 def distributed_timeout_as_fault(cfg: Config):
     """Turn a distributed collective's timeout into one clear DistributedTimeoutError.
@@ -415,8 +419,7 @@ def distributed_timeout_as_fault(cfg: Config):
     try:
         yield
     except Exception as error:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()
-                and _is_timeout(error)):
+        if not (_in_process_group() and _is_timeout(error)):
             raise
         timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
         waited = f'{timeout:g} s' if timeout is not None else "torch's default 1800 s"
@@ -441,10 +444,12 @@ def run_tool(main) -> None:
         # the interpreter's last garbage collection walks every object that torch, mmengine
         # and the framework created (1-1.5 s at each exit here); the process is ending and
         # its memory goes back to the system, so the collector leaves them alone. Files,
-        # loggers and atexit handlers are closed as before.
-        gc.freeze()
+        # loggers and atexit handlers are closed as before. Not in a distributed run: there
+        # the collection ends gloo's threads, which otherwise abort the exit.
+        if not _in_process_group():
+            gc.freeze()
     # a distributed run that ended well leaves its process group: gloo's worker threads
     # otherwise can abort the interpreter's exit ("terminate called without an active
     # exception", SIGABRT, as described in pytorch/pytorch#179291)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _in_process_group():
         torch.distributed.destroy_process_group()

@@ -1,6 +1,7 @@
 """mmdualtoken.launch.run_tool, the wrapper of tools/train.py, tools/test.py, the ONNX exporter
 and the demo: a LaunchError or RunFault becomes one ``error:`` line and exit code 1, and the
-process ends without the interpreter's final garbage collection, on either path."""
+process ends without the interpreter's final garbage collection, on either path (outside a
+distributed run)."""
 import gc
 
 import pytest
@@ -44,3 +45,19 @@ def test_other_exceptions_pass_through_with_their_traceback(unfrozen):
 
     with pytest.raises(ValueError, match='a bug'):
         run_tool(main)
+
+
+def test_a_distributed_run_leaves_its_process_group_and_is_collected_as_usual(unfrozen):
+    """In a process group the exit keeps its last collection (it ends gloo's threads, which
+    otherwise abort the exit); the group is left once main ended well."""
+    import torch.distributed as dist
+    from helpers import free_port
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    try:
+        run_tool(lambda: dist.barrier())
+        assert not dist.is_initialized()
+        assert gc.get_freeze_count() == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
