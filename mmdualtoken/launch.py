@@ -444,12 +444,22 @@ def run_tool(main) -> None:
         # the interpreter's last garbage collection walks every object that torch, mmengine
         # and the framework created (1-1.5 s at each exit here); the process is ending and
         # its memory goes back to the system, so the collector leaves them alone. Files,
-        # loggers and atexit handlers are closed as before. Not in a distributed run: there
-        # the collection ends gloo's threads, which otherwise abort the exit.
+        # loggers and atexit handlers are closed as before. Not in a distributed run: its
+        # process group must be destroyed before the exit (below).
         if not _in_process_group():
             gc.freeze()
-    # a distributed run that ended well leaves its process group: gloo's worker threads
-    # otherwise can abort the interpreter's exit ("terminate called without an active
-    # exception", SIGABRT, as described in pytorch/pytorch#179291)
     if _in_process_group():
-        torch.distributed.destroy_process_group()
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """End a distributed run that ended well: destroy its process group, now.
+
+    ``destroy_process_group`` drops only c10d's own references; the group lives on in the
+    runner's reference cycles (its DDP wrapper) until a collection. Left to the interpreter's
+    finalization, a gloo group's destruction can abort the exit ("terminate called without an
+    active exception", SIGABRT; see pytorch/pytorch#179291), and the launcher (torchrun, or
+    srun with --kill-on-bad-exit) then fails the whole run. So the collection runs here,
+    while the interpreter is whole."""
+    torch.distributed.destroy_process_group()
+    gc.collect()

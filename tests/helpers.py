@@ -123,6 +123,20 @@ def run_process_tree(cmd, cwd, env, timeout=900) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+# the lines of a multi-process run's output that say why it failed
+_WHY_MARKERS = ('error', 'Error', 'terminate called', 'Fatal Python', 'exitcode', 'CANCELLED')
+
+
+def why_it_failed(proc: subprocess.CompletedProcess, tail: int = 6000) -> str:
+    """An assertion message for a failed multi-process run: the exit code and the lines of
+    the launcher's and the ranks' errors first (a rank's config dump can fill the tail), then
+    the output's tail."""
+    out = proc.stdout + proc.stderr
+    why = [line for line in out.splitlines() if any(m in line for m in _WHY_MARKERS)]
+    return (f'exit code {proc.returncode}; the lines that say why:\n' + '\n'.join(why[-30:]) +
+            f'\n--- the end of the output ---\n{out[-tail:]}')
+
+
 class OpRecorder(TorchDispatchMode):
     """Records the aten/mkldnn ops run inside it, in order (``with OpRecorder() as rec:``)."""
 

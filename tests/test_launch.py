@@ -1,7 +1,7 @@
 """mmdualtoken.launch.run_tool, the wrapper of tools/train.py, tools/test.py, the ONNX exporter
-and the demo: a LaunchError or RunFault becomes one ``error:`` line and exit code 1, and the
-process ends without the interpreter's final garbage collection, on either path (outside a
-distributed run)."""
+and the demo: a LaunchError or RunFault becomes one ``error:`` line and exit code 1; outside
+a distributed run the process ends without the interpreter's final garbage collection, on
+either path; a distributed run's process group is destroyed before the exit."""
 import gc
 
 import pytest
@@ -47,17 +47,31 @@ def test_other_exceptions_pass_through_with_their_traceback(unfrozen):
         run_tool(main)
 
 
-def test_a_distributed_run_leaves_its_process_group_and_is_collected_as_usual(unfrozen):
-    """In a process group the exit keeps its last collection (it ends gloo's threads, which
-    otherwise abort the exit); the group is left once main ended well."""
+def test_a_distributed_run_destroys_its_process_group_before_the_exit(unfrozen):
+    """In a process group the exit is not frozen, and once main ended well the group is
+    destroyed before run_tool returns, even though a reference cycle (as the runner's DDP
+    wrapper makes) still held it: left to the interpreter's finalization, gloo can abort."""
+    import weakref
+
     import torch.distributed as dist
     from helpers import free_port
+    from torch.distributed.distributed_c10d import _get_default_group
     dist.init_process_group(
         'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    group = weakref.ref(_get_default_group())
+
+    def main():
+        runner = dict(group=_get_default_group())
+        runner['self'] = runner  # freed only by a collection
+        dist.barrier()
+
+    gc.disable()  # no collection but the ones run_tool makes
     try:
-        run_tool(lambda: dist.barrier())
+        run_tool(main)
         assert not dist.is_initialized()
+        assert group() is None
         assert gc.get_freeze_count() == 0
     finally:
+        gc.enable()
         if dist.is_initialized():
             dist.destroy_process_group()

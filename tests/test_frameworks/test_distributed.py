@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO_ROOT, config, run_process_tree, scalars
+from helpers import REPO_ROOT, config, run_process_tree, scalars, why_it_failed
 from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
@@ -42,7 +42,7 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
         'randomness.diff_rank_seed=True'
     ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, why_it_failed(proc)
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
     # DDP without find_unused_parameters: it would raise had any parameter no gradient
@@ -74,5 +74,5 @@ def test_dist_train_two_cpu_processes(tiny_workdir, tmp_path):
         'model.test_cfg.score_thr=0.0'
     ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, why_it_failed(proc)
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr

@@ -16,7 +16,8 @@ import sys
 import pytest
 import slurm_cluster
 import torch
-from helpers import REPO_ROOT, checkpoints, config, free_port, run_process_tree, scalars
+from helpers import (REPO_ROOT, checkpoints, config, free_port, run_process_tree, scalars,
+                     why_it_failed)
 from mmengine.config import Config
 
 import mmdualtoken  # noqa: F401  (weights_only loading of the mmengine checkpoint)
@@ -74,7 +75,7 @@ def test_slurm_train_and_test_two_tasks(slurm, tiny_workdir, tmp_path):
     ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env, timeout=300)
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{log[-8000:]}\n{slurm.logs()}'
+    assert proc.returncode == 0, f'{why_it_failed(proc)}\n{slurm.logs()}'
     assert 'Distributed launcher: slurm' in log and 'GPU number: 2' in log, log[-8000:]
     # both ranks joined one gloo process group: each wrapped its model for DDP, and after
     # training they hold the same parameters
@@ -104,7 +105,7 @@ def test_slurm_train_and_test_two_tasks(slurm, tiny_workdir, tmp_path):
     ]
     proc = run_process_tree(cmd, cwd=tiny_workdir, env=env, timeout=300)
     test_log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{test_log[-8000:]}\n{slurm.logs()}'
+    assert proc.returncode == 0, f'{why_it_failed(proc)}\n{slurm.logs()}'
     assert 'Distributed launcher: slurm' in test_log and 'GPU number: 2' in test_log
     metric = re.search(r'accuracy/top1: (\d+\.\d+)', test_log)
     assert metric and 0 <= float(metric.group(1)) <= 100, test_log[-8000:]
