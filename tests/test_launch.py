@@ -55,13 +55,12 @@ def test_a_distributed_run_destroys_its_process_group_before_the_exit(unfrozen):
 
     import torch.distributed as dist
     from helpers import free_port
-    from torch.distributed.distributed_c10d import _get_default_group
     dist.init_process_group(
         'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
-    group = weakref.ref(_get_default_group())
+    group = weakref.ref(dist.group.WORLD)
 
     def main():
-        runner = dict(group=_get_default_group())
+        runner = dict(group=dist.group.WORLD)
         runner['self'] = runner  # freed only by a collection
         dist.barrier()
 
