@@ -56,6 +56,7 @@ def render_row(cells: List[str]) -> str:
 
 
 def check_section(doc: str, section: str) -> None:
+    """A clear error when ``section`` is not one of document ``doc``'s sections."""
     if section not in DOCS[doc]['sections']:
         raise ValueError(f'unknown section {section!r} of {doc}; known: '
                          f'{list(DOCS[doc]["sections"])}')
