@@ -21,7 +21,10 @@ model = dict(
         type='TransposedConvFPN',
         in_channels=[56, 112, 224],
         out_channels=256,
-        num_outs=5))
+        num_outs=5,
+        # the norm after the transposed conv, trained from scratch: SyncBN, as the backbone's
+        # (./_base_/models/dualtoken_s_det_backbone.py says why)
+        norm_cfg=dict(type='SyncBN', requires_grad=True)))
 
 # mmdet's COCO training pipeline, images loaded by LoadCheckedImageFromFile
 # (mmdualtoken.datasets.transforms): a missing, truncated or undecodable image stops the run

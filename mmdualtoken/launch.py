@@ -17,6 +17,8 @@ from mmengine.config import Config, DictAction
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 from .checkpoint import check_pretrained_checkpoint
 from .datasets.checks import check_datasets
+from .device_checks import (check_cuda_ops, check_gpus_expected, configure_determinism,
+                            relax_determinism)
 from .errors import BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError, RunFault
 
 FRAMEWORKS = {
@@ -54,8 +56,9 @@ def add_common_args(parser: argparse.ArgumentParser):
         type=float,
         metavar='SECONDS',
         help='distributed runs: how long a rank waits in a collective for '
-        'the others before it fails with an error (env_cfg.dist_cfg.timeout; '
-        "torch's default: 1800)")
+        'the others before it fails (env_cfg.dist_cfg.timeout; torch\'s '
+        'default: 1800 on gloo, 600 on NCCL, where the timeout ends the '
+        'process instead of raising: docs/training.md)')
     # torchrun passes --local-rank (older launchers --local_rank)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -144,7 +147,9 @@ def build_runner(cfg: Config):
     Without a GPU, a distributed launch gets a gloo process group and a CPU DDP wrapper
     (mmdualtoken.engine.cpu_distributed), so tools/dist_train.sh works unchanged. The
     segmentation configs use SyncBN as OpenMMLab's multi-GPU configs do; where it cannot run
-    (one process, or no GPU) it becomes BN, with a log line.
+    (one process, or no GPU) it becomes BN, with a log line. On CUDA a detector's mmcv ops
+    are checked for CUDA kernels, and ``randomness.deterministic`` is made to run
+    (:mod:`mmdualtoken.device_checks`).
     """
     from mmengine.logging import print_log
     from mmengine.registry import RUNNERS
@@ -158,10 +163,13 @@ def build_runner(cfg: Config):
             print_log(
                 f'SyncBN -> BN in {reverted} norm config(s): SyncBN cannot run in {where}.',
                 logger='current')
+    check_cuda_ops(cfg)
+    deterministic_on_cuda = configure_determinism(cfg)
     prepare_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if deterministic_on_cuda:
+        relax_determinism()  # after the Runner's set_random_seed
+    return runner
 
 
 AMP_WRAPPERS = ('AmpOptimWrapper', 'CPUAmpOptimWrapper')
@@ -261,6 +269,7 @@ def parse_train_args(argv=None):
 def train_main(argv=None):
     """tools/train.py: train from a config of any of the three frameworks."""
     args = parse_train_args(argv)
+    check_gpus_expected()
     cfg = load_config(args)
 
     if not torch.cuda.is_available() and not args.release_cpu_memory:
@@ -365,6 +374,7 @@ def enable_show_dir(cfg: Config, show_dir: str) -> None:
 def test_main(argv=None):
     """tools/test.py: evaluate a checkpoint with the config's test set and metric."""
     args = parse_test_args(argv)
+    check_gpus_expected()
     cfg = load_config(args)
     check_dataset_paths(cfg, ['test'])
     check_datasets(cfg, ['test'])
@@ -408,13 +418,27 @@ def _in_process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def default_timeout(backend: str) -> float:
+    """torch's default process-group timeout for ``backend``, in seconds: 10 minutes for NCCL
+    (``default_pg_nccl_timeout``, torch >= 2.2; 30 minutes before), 30 minutes otherwise."""
+    from torch.distributed import constants
+    nccl = getattr(constants, 'default_pg_nccl_timeout', None)
+    if str(backend).lower() == 'nccl' and nccl is not None:
+        return nccl.total_seconds()
+    return constants.default_pg_timeout.total_seconds()
+
+
 @contextlib.contextmanager
 def distributed_timeout_as_fault(cfg: Config):
     """Turn a distributed collective's timeout into one clear DistributedTimeoutError.
 
     A rank that dies is noticed by torchrun, which ends the others; a rank that hangs or is
     stopped is not, and the others wait in their next collective until the process-group
-    timeout (env_cfg.dist_cfg.timeout, --dist-timeout; torch's default 30 min) runs out.
+    timeout (env_cfg.dist_cfg.timeout, --dist-timeout; :func:`default_timeout`) runs out.
+    On gloo the waiting collective then raises, and this gives the one line. On NCCL it
+    cannot: NCCL's watchdog thread ends the process (SIGABRT) once it has logged "Watchdog
+    caught collective operation timeout", and no Python exception reaches here; torchrun or
+    srun then report the rank as failed (docs/training.md, "Resuming and faults").
     """
     try:
         yield
@@ -422,7 +446,9 @@ def distributed_timeout_as_fault(cfg: Config):
         if not (_in_process_group() and _is_timeout(error)):
             raise
         timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
-        waited = f'{timeout:g} s' if timeout is not None else "torch's default 1800 s"
+        backend = torch.distributed.get_backend()
+        waited = (f'{timeout:g} s' if timeout is not None else
+                  f"torch's default on {backend}, {default_timeout(backend):g} s")
         raise DistributedTimeoutError(
             f'rank {torch.distributed.get_rank()} of {torch.distributed.get_world_size()}: '
             f'another process did not join a collective operation within the distributed '

@@ -58,7 +58,8 @@ def det(task, arch, pretrained, num_classes=80):
         gap=False,
         drop_path_rate=0.1,
         max_global_tokens=196,
-        sync_bn=0,
+        # SyncBN: the backbone's conv_norm_cfg, and Mask R-CNN's TransposedConvFPN
+        sync_bn=2 if task == 'mask_rcnn' else 1,
         num_classes=num_classes,
         pretrained=pretrained)
 
@@ -114,7 +115,7 @@ EXPECTED = {
     'tiny/upernet_dualtoken_s_ade20k_tiny.py':
     seg('upernet', SMALL, 0.2, sync_bn=3, pretrained=None, num_classes=5),
 }
-SEG_CONFIGS = [name for name, e in EXPECTED.items() if e['sync_bn']]
+DENSE_CONFIGS = [name for name, e in EXPECTED.items() if e['sync_bn']]
 PRETRAINED_CONFIGS = [name for name, e in EXPECTED.items() if e['pretrained']]
 
 
@@ -154,7 +155,7 @@ def test_config_builds_the_model_it_states(name):
     assert dict(type='FiniteLossHook', on_nonfinite='stop') in cfg.custom_hooks
     assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     model = build_model(cfg)
-    if not expected['sync_bn']:  # detection and classification: plain BN
+    if not expected['sync_bn']:  # classification: plain BN
         assert 'SyncBN' not in cfg.pretty_text
         assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
         assert any(type(m) is nn.BatchNorm2d for m in model.backbone.modules())
@@ -227,22 +228,40 @@ def test_dense_configs_name_the_checkpoint_their_arch_pretraining_writes(name):
     assert file == f'epoch_{max_epochs}.pth'
 
 
-@pytest.mark.parametrize('name', SEG_CONFIGS)
-def test_segmentation_configs_use_sync_bn_and_revert_to_bn(name):
+def trained_norm_parts(model, task: str) -> list:
+    """The modules of a dense model whose BatchNorms are trained: the backbone's stem and
+    token downsampling, and the head (segmentation) or the neck's upsampling (Mask R-CNN)."""
+    parts = [model.backbone.stem, model.backbone.stages[0].blocks[0].global_module.downsample]
+    if task in ('fpn', 'upernet'):
+        parts.append(model.decode_head)
+    elif task == 'mask_rcnn':
+        parts.append(model.neck.upsample)
+    return parts
+
+
+@pytest.mark.parametrize('name', DENSE_CONFIGS)
+def test_dense_configs_use_sync_bn_and_revert_to_bn(name):
+    """At 2 (detection) or 4 (segmentation) images per GPU, every BatchNorm the dense models
+    train is SyncBN: mmengine's DDP broadcasts no buffers, so plain BN would give each rank
+    statistics of its own, used in its validation, with only rank 0's saved."""
     cfg = load(name)
+    task = EXPECTED[name]['task']
     assert cfg.model.backbone.conv_norm_cfg.type == 'SyncBN'
-    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    if task in ('fpn', 'upernet'):
+        assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
     assert sync_bn_configs(cfg.model) == EXPECTED[name]['sync_bn']
     model = build_model(cfg)
-    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.stem.modules())
-    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.decode_head.modules())
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    for part in trained_norm_parts(model, task):
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in part.modules())
 
     assert revert_sync_bn_in_config(cfg.model) == EXPECTED[name]['sync_bn']
     assert sync_bn_configs(cfg.model) == 0
     assert 'SyncBN' not in str(cfg.model)
     model = build_model(cfg)
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
-    for part in (model.backbone.stem, model.decode_head):
+    for part in trained_norm_parts(model, task):
         assert any(type(m) is nn.BatchNorm2d for m in part.modules())
     # and the model trains a step with it on CPU (SyncBN would refuse CPU tensors)
     model.backbone.train()

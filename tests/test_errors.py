@@ -14,6 +14,7 @@ import torch
 from doc_tables import report
 from helpers import REPO_ROOT, load_tool
 
+from mmdualtoken.errors import LaunchError
 from mmdualtoken.models import DualTokenViT
 
 ARCH = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4])
@@ -135,6 +136,30 @@ def unknown_finite_loss_mode(tmp: str):
     FiniteLossHook(on_nonfinite='ignore')
 
 
+def gpu_job_without_gpus(tmp: str):
+    """tools/train.py in a Slurm step given two GPUs that torch does not see."""
+    from unittest import mock
+
+    from mmdualtoken.launch import train_main
+    environ = {'SLURM_STEP_GPUS': '0,1', 'CUDA_VISIBLE_DEVICES': '0,1'}
+    with mock.patch.dict(os.environ, environ), mock.patch.dict(os.environ):
+        os.environ.pop('MMDUALTOKEN_CPU', None)
+        train_main([osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py')])
+
+
+def mmcv_without_cuda_kernels_on_a_gpu(tmp: str):
+    """A detector built on a GPU (stand-in: torch.cuda.is_available patched) with the mmcv
+    this machine has, built without CUDA."""
+    from unittest import mock
+
+    from mmengine.config import Config
+
+    from mmdualtoken.launch import build_runner
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py'))
+    with mock.patch.object(torch.cuda, 'is_available', lambda: True):
+        build_runner(cfg)
+
+
 def model():
     return DualTokenViT(arch=ARCH).eval()
 
@@ -171,6 +196,9 @@ CASES: List[Tuple[str, type, Callable[[str], None]]] = [
      lambda tmp: export_onnx('--checkpoint', osp.join(tmp, 'none.pth'))),
     ('export_onnx.py: checkpoint of another arch', ValueError, export_another_arch),
     ('unknown FiniteLossHook on_nonfinite', ValueError, unknown_finite_loss_mode),
+    ('GPUs expected, torch sees none', LaunchError, gpu_job_without_gpus),
+    ('a detector on a GPU with mmcv built without CUDA', LaunchError,
+     mmcv_without_cuda_kernels_on_a_gpu),
 ]
 
 

@@ -74,3 +74,39 @@ def test_a_distributed_run_destroys_its_process_group_before_the_exit(unfrozen):
         gc.enable()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_default_timeouts_are_torchs_per_backend():
+    """30 minutes on gloo; NCCL's own default (10 minutes since torch 2.2) where torch has
+    one: what a run without --dist-timeout waits."""
+    from torch.distributed import constants
+
+    from mmdualtoken.launch import default_timeout
+    assert default_timeout('gloo') == 1800
+    nccl = getattr(constants, 'default_pg_nccl_timeout', None)
+    assert default_timeout('nccl') == (1800 if nccl is None else nccl.total_seconds())
+    if nccl is not None:
+        assert default_timeout('nccl') == 600
+
+
+def test_a_gloo_timeout_without_dist_timeout_names_the_backends_default():
+    """The one-line fault of a waiting gloo rank (the error as torch 2.14's gloo raises it)."""
+    import torch.distributed as dist
+    from helpers import free_port
+    from mmengine.config import Config
+
+    from mmdualtoken.errors import DistributedTimeoutError
+    from mmdualtoken.launch import distributed_timeout_as_fault
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    try:
+        with pytest.raises(DistributedTimeoutError) as fault:
+            with distributed_timeout_as_fault(Config()):
+                raise RuntimeError('[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:'
+                                   '78] Timed out waiting 1800000ms for recv operation to '
+                                   'complete')
+        message = str(fault.value)
+        assert '\n' not in message and message.startswith('rank 0 of 1: another process')
+        assert "(torch's default on gloo, 1800 s, --dist-timeout" in message
+    finally:
+        dist.destroy_process_group()

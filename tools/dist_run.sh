@@ -6,7 +6,8 @@
 # On machines without a GPU each process is one CPU worker and gloo is the backend.
 # If one process dies, torchrun ends the others and names the failed rank; one that hangs
 # is not noticed: the others fail after the process-group timeout, which the train.py /
-# test.py flag --dist-timeout SECONDS sets (env_cfg.dist_cfg.timeout; torch: 1800).
+# test.py flag --dist-timeout SECONDS sets (env_cfg.dist_cfg.timeout; torch: 1800 s on gloo,
+# 600 s on NCCL, whose watchdog then ends the process: docs/training.md).
 SCRIPT=$1
 NPROC=$2
 NNODES=${NNODES:-1}

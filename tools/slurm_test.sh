@@ -21,8 +21,11 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 GRES_ARG=()
-if [ -n "$GRES" ] && [ "$GRES" != none ]; then
+if [ "$GRES" = none ]; then
+    export MMDUALTOKEN_CPU=1  # CPU processes on purpose
+elif [ -n "$GRES" ]; then
     GRES_ARG=(--gres="$GRES")
+    export GPUS  # each task knows it was meant for a GPU: it stops if torch sees none
 fi
 
 # SRUN_ARGS unquoted on purpose: it holds several options

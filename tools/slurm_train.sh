@@ -3,8 +3,8 @@
 #   [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
 #       tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
 # One task (process) per GPU: GPUS tasks in all, GPUS_PER_NODE of them on each node, which
-# asks for --gres=$GRES (default gpu:$GPUS_PER_NODE). On a cluster without GPUs set
-# GRES=none: no GPU is asked for, and GPUS / GPUS_PER_NODE count CPU processes (gloo).
+# asks for --gres=$GRES (default gpu:$GPUS_PER_NODE); a task whose torch sees no GPU then
+# stops. GRES=none runs on CPUs on purpose (MMDUALTOKEN_CPU=1): GPUS counts CPU processes.
 # SRUN_ARGS: more srun options (--time=1-0, --mem=..., -l), PYTHON: the interpreter.
 if [ $# -lt 4 ]; then
     sed -n '2,8p' "$0" >&2
@@ -22,8 +22,11 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 GRES_ARG=()
-if [ -n "$GRES" ] && [ "$GRES" != none ]; then
+if [ "$GRES" = none ]; then
+    export MMDUALTOKEN_CPU=1  # CPU processes on purpose
+elif [ -n "$GRES" ]; then
     GRES_ARG=(--gres="$GRES")
+    export GPUS  # each task knows it was meant for a GPU: it stops if torch sees none
 fi
 
 # SRUN_ARGS unquoted on purpose: it holds several options

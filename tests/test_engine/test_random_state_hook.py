@@ -181,6 +181,72 @@ def test_cuda_states_are_captured_and_restored_per_rank(monkeypatch, tmp_path):
     assert len(restored) == 2
 
 
+class OnGPU(torch.Tensor):
+    """Stands in for a state tensor that mmengine's ``Runner.resume`` mapped onto a GPU (it
+    loads the checkpoint with ``map_location`` the current CUDA device): ``.device`` says
+    cuda:0, ``.numpy()`` raises as a CUDA tensor's does, ``.cpu()`` gives a plain CPU copy."""
+
+    @property
+    def device(self):
+        return torch.device('cuda', 0)
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to "
+                        'copy the tensor to host memory first.')
+
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(torch.Tensor).clone()
+
+
+def on_gpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.as_subclass(OnGPU)
+    if isinstance(value, dict):
+        return {k: on_gpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [on_gpu(v) for v in value]
+    return value
+
+
+def refuse_non_cpu(set_state):
+    """torch's generators check in C++ that a state is a CPU byte tensor ("RNG state must be
+    a torch.ByteTensor"); the stand-in's device is only visible in Python, so check there."""
+
+    def checked(state, *args, **kwargs):
+        if state.device.type != 'cpu' or type(state) is not torch.Tensor:
+            raise TypeError('RNG state must be a torch.ByteTensor')
+        return set_state(state, *args, **kwargs)
+
+    return checked
+
+
+def test_states_mapped_onto_a_gpu_by_resume_are_restored(monkeypatch, tmp_path):
+    """--resume on a GPU: every saved state tensor arrives on cuda:0 (stand-in), and each
+    generator gets its state back on the CPU, CUDA's included."""
+    restored_cuda = []
+    monkeypatch.setattr(random_state_hook, '_cuda_in_use', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_rng_state',
+                        lambda *a, **k: torch.arange(16, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, 'set_rng_state',
+                        refuse_non_cpu(lambda state, *a, **k: restored_cuda.append(state)))
+    monkeypatch.setattr(torch, 'set_rng_state', refuse_non_cpu(torch.set_rng_state))
+    states = seeded_states(5)
+    expected = draws()
+    checkpoint = on_gpu({KEY: dict(ranks=[save_and_load(states, tmp_path)])})
+    saved = checkpoint[KEY]['ranks'][0]
+    assert saved['torch'].device.type == 'cuda' and saved['numpy']['key'].device.type == 'cuda'
+    with pytest.raises(TypeError, match='numpy'):
+        saved['numpy']['key'].numpy()  # what restoring used to call
+    scramble()
+    hook, runner = RandomStateHook(), FakeRunner()
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    assert_same_draws(draws(), expected)
+    assert len(restored_cuda) == 1 and torch.equal(restored_cuda[0],
+                                                   torch.arange(16, dtype=torch.uint8))
+    assert 'CUDA' in runner.messages[0]
+
+
 def test_old_checkpoint_format_still_restores(tmp_path):
     """mmdualtoken 0.x wrote rank 0's CPU states only: python/numpy/torch, numpy's key an
     ndarray."""

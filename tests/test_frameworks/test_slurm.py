@@ -132,35 +132,37 @@ def test_without_slurm_and_no_way_to_install_it_says_what_to_install(monkeypatch
 @pytest.mark.parametrize('script, fourth', [('slurm_train.sh', 'work_dir'),
                                             ('slurm_test.sh', 'ckpt.pth')])
 def test_scripts_ask_for_gpus_unless_gres_none(tmp_path, script, fourth):
-    # an srun that prints its arguments, one a line
+    """srun gets --gres and every task GPUS (the tools then stop where torch sees no GPU),
+    or with GRES=none no --gres and MMDUALTOKEN_CPU=1, the CPU on purpose."""
+    # an srun that prints its arguments, one a line, and on stderr what the tasks would get
     fake = tmp_path / 'srun'
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n'
+                    'echo "GPUS=${GPUS-unset} MMDUALTOKEN_CPU=${MMDUALTOKEN_CPU-unset}" >&2\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     path = f'{tmp_path}{os.pathsep}{os.environ["PATH"]}'
     run = [
         osp.join(REPO_ROOT, 'tools', script), 'gpu', 'job', 'cfg.py', fourth, '--cfg-options',
         'a=1 2'
     ]
-    default = subprocess.run(
-        run, env=dict(os.environ, PATH=path), capture_output=True, text=True,
-        check=True).stdout.splitlines()
+    environ = {k: v for k, v in os.environ.items() if k not in ('GPUS', 'MMDUALTOKEN_CPU')}
+    done = subprocess.run(
+        run, env=dict(environ, PATH=path), capture_output=True, text=True, check=True)
+    default = done.stdout.splitlines()
+    assert done.stderr.strip() == 'GPUS=8 MMDUALTOKEN_CPU=unset'
     assert default[:7] == [
         '--partition=gpu', '--job-name=job', '--gres=gpu:8', '--ntasks=8', '--ntasks-per-node=8',
         '--cpus-per-task=5', '--kill-on-bad-exit=1'
     ]
     assert default[-3:] == ['--launcher=slurm', '--cfg-options', 'a=1 2']
-    cpu = subprocess.run(
+    done = subprocess.run(
         run,
         env=dict(
-            os.environ,
-            PATH=path,
-            GRES='none',
-            GPUS='4',
-            GPUS_PER_NODE='2',
-            SRUN_ARGS='--time=5 -l'),
+            environ, PATH=path, GRES='none', GPUS='4', GPUS_PER_NODE='2', SRUN_ARGS='--time=5 -l'),
         capture_output=True,
         text=True,
-        check=True).stdout.splitlines()
+        check=True)
+    cpu = done.stdout.splitlines()
+    assert done.stderr.strip() == 'GPUS=4 MMDUALTOKEN_CPU=1'
     assert not any(arg.startswith('--gres') for arg in cpu)
     assert cpu[2:8] == [
         '--ntasks=4', '--ntasks-per-node=2', '--cpus-per-task=5', '--kill-on-bad-exit=1',

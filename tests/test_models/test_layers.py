@@ -1,4 +1,5 @@
 """Blocks against straightforward formulations of what the paper describes."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -65,3 +66,83 @@ def test_token_budget_int_and_traced_forms_agree():
         h, w, budget = rng.randint(1, 400), rng.randint(1, 400), rng.randint(1, 400)
         gh, gw = _fit_token_budget(torch.tensor([h, w]), budget)
         assert fit_token_budget(h, w, budget) == (int(gh), int(gw)), (h, w, budget)
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    """Turns torch's deterministic algorithms on as mmengine's randomness.deterministic does,
+    and back to what they were after the test."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    yield lambda on: torch.use_deterministic_algorithms(on)
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+@pytest.mark.parametrize('function, size_in, size_out', [('resize', (7, 7), (25, 42)),
+                                                         ('resize', (10, 18), (7, 7)),
+                                                         ('resize', (3, 5), (5, 3)),
+                                                         ('pool', (25, 42), (10, 18)),
+                                                         ('pool', (13, 7), (4, 3))])
+def test_token_grid_matrix_forms_equal_the_plain_ops_forward_and_backward(
+        deterministic_algorithms, function, size_in, size_out):
+    """resize_token_grid and average_pool_token_grid with deterministic algorithms on (the
+    matrix products) against off (F.interpolate, F.adaptive_avg_pool2d): outputs and input
+    gradients, enlarging, shrinking and mixed, in float32."""
+    from mmdualtoken.models.layers.token_grid import average_pool_token_grid
+    resize = dict(resize=resize_token_grid, pool=average_pool_token_grid)[function]
+    torch.manual_seed(0)
+    tokens = torch.randn(2, *size_in, 8)
+    weight = torch.randn(2, *size_out, 8)
+    results = []
+    for on in (False, True):
+        deterministic_algorithms(on)
+        x = tokens.clone().requires_grad_()
+        out = resize(x, size_out)
+        (out * weight).sum().backward()
+        results.append((out.detach(), x.grad))
+    (plain, plain_grad), (matrix, matrix_grad) = results
+    assert matrix.shape == (2, *size_out, 8)
+    torch.testing.assert_close(matrix, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(matrix_grad, plain_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_deterministic_algorithms_take_the_matrix_forms_with_the_same_values(
+        deterministic_algorithms):
+    """With deterministic algorithms on (randomness.deterministic=True) the backbone runs
+    neither bicubic interpolation nor adaptive average pooling, whose CUDA backward kernels are
+    nondeterministic (torch raises there), but the token grid's matrix products: the same
+    outputs and gradients, at a non-square size with the token budget. In float64,
+    so that rounding (which the gradients of the first layers sum over thousands of terms)
+    does not hide a difference; the matrices themselves are computed in float32."""
+    from helpers import OpRecorder
+
+    from mmdualtoken.models import DualTokenViT
+    torch.manual_seed(0)
+    model = DualTokenViT(arch='tiny', out_indices=(0, 1, 2), max_global_tokens=20)
+    model = model.eval().double()
+    image = torch.randn(1, 3, 267, 160, dtype=torch.float64)  # resized and pooled grids
+
+    def step():
+        model.zero_grad()
+        with OpRecorder() as recorder:
+            outs = model(image)
+            weights = [torch.linspace(0, 1, o.numel(), dtype=o.dtype).view_as(o) for o in outs]
+            sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return [o.detach() for o in outs], grads, recorder
+
+    deterministic_algorithms(False)
+    plain_outs, plain_grads, plain = step()
+    assert plain.count('upsample_bicubic2d') and plain.count('adaptive_avg_pool2d')
+    deterministic_algorithms(True)
+    outs, grads, recorder = step()
+    assert not recorder.count('upsample_bicubic2d') and not recorder.count('adaptive_avg_pool')
+
+    def relative_error(got, expected):
+        return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
+
+    for got, expected in zip(outs, plain_outs):
+        assert relative_error(got, expected) < 1e-5
+    assert grads.keys() == plain_grads.keys()
+    errors = {name: relative_error(grads[name], plain_grads[name]) for name in grads}
+    assert max(errors.values()) < 1e-5, max(errors.items(), key=lambda item: item[1])

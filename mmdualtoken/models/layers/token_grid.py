@@ -24,6 +24,23 @@ def sizes_are_static(*sizes) -> bool:
     return all(type(s) is int for s in sizes)
 
 
+def use_matrix_form() -> bool:
+    """Whether the bicubic resize and the adaptive average pooling of a token grid run as
+    two matrix products, one per axis (:func:`apply_per_axis`), instead of ``F.interpolate``
+    and ``F.adaptive_avg_pool2d``. The same values (tests/test_models/test_layers.py), in two
+    cases:
+
+    * exporting: ONNX Runtime cannot run a bicubic Resize that shrinks a (B, h, w, C) map
+      (its layout optimiser moves the resize onto the token layout, where cubic mode only
+      enlarges), and ONNX's pooling cannot take an output size computed in the graph;
+    * torch's deterministic algorithms are on (``randomness.deterministic=True``): on CUDA
+      the backward kernels of bicubic interpolation and adaptive average pooling have no
+      deterministic form (torch raises), a matrix product's backward is one. On every device
+      alike, so that the computation does not depend on where it runs.
+    """
+    return not sizes_are_concrete() or torch.are_deterministic_algorithms_enabled()
+
+
 def tokens_to_nchw(tokens: torch.Tensor) -> torch.Tensor:
     """(B, H, W, C) tokens as the NCHW tensor that convolutions and pools take.
 
@@ -46,10 +63,7 @@ def resize_token_grid(tokens: torch.Tensor,
     if sizes_are_concrete() or sizes_are_static(tokens.shape[1], tokens.shape[2], h, w):
         if tokens.shape[1] == h and tokens.shape[2] == w:
             return tokens
-    if not sizes_are_concrete() and mode == 'bicubic':
-        # exporting: ONNX Runtime cannot run a bicubic Resize that shrinks a (B, h, w, C)
-        # map (its layout optimiser moves the resize onto the token layout, where cubic mode
-        # only enlarges), so the same separable interpolation is two matrix products
+    if mode == 'bicubic' and use_matrix_form():
         return apply_per_axis(tokens, (h, w), bicubic_matrix)
     nchw = tokens_to_nchw(tokens)
     out = F.interpolate(nchw, size=(h, w), mode=mode, align_corners=False)
@@ -62,7 +76,10 @@ def apply_per_axis(tokens: torch.Tensor, size: Sequence, axis_matrix) -> torch.T
     pooling whose output size is computed in the graph)."""
     rows = axis_matrix(tokens.shape[1], size[0], tokens.dtype, tokens.device)
     cols = axis_matrix(tokens.shape[2], size[1], tokens.dtype, tokens.device)
-    return torch.einsum('ih,bhwc,jw->bijc', rows, tokens, cols)
+    # two broadcast matmuls (ONNX MatMul, every opset; no einsum, which opset 11 lacks):
+    # (j, w) @ (B, h, w, C) -> (B, h, j, C), then (i, h) @ (B, j, h, C) -> (B, j, i, C)
+    by_cols = torch.matmul(cols, tokens)
+    return torch.matmul(rows, by_cols.transpose(1, 2)).transpose(1, 2)
 
 
 def bicubic_matrix(size_in,
@@ -105,12 +122,11 @@ def average_pool_matrix(size_in, size_out, dtype: torch.dtype,
 def average_pool_token_grid(tokens: torch.Tensor, size: Sequence) -> torch.Tensor:
     """Adaptive average pooling of (B, h, w, C) tokens to (B, size[0], size[1], C).
 
-    With concrete sizes this is ``F.adaptive_avg_pool2d``. While exporting, the output size
-    is computed in the graph, which ONNX's pooling operators cannot take (the TorchScript
-    exporter refuses adaptive pooling unless the output divides the input): there the same
-    bins are averaged by two small matrix products, one per axis.
+    ``F.adaptive_avg_pool2d``, or the same bins averaged by two small matrix products where
+    :func:`use_matrix_form` says so (the TorchScript exporter refuses adaptive pooling unless
+    the output divides the input).
     """
-    if sizes_are_concrete():
+    if not use_matrix_form():
         pooled = F.adaptive_avg_pool2d(tokens_to_nchw(tokens), (int(size[0]), int(size[1])))
         return pooled.permute(0, 2, 3, 1)
     return apply_per_axis(tokens, size, average_pool_matrix)
