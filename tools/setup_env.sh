@@ -84,10 +84,19 @@ pip_install -q "$TORCH_SPEC" "$TORCHVISION_SPEC"
 # when built where CUDA was available: the cache key holds both.
 ops_key="$("$VPY" -c "import torch; print('torch' + torch.__version__.replace('+', '_') + '-' + ('cuda' + str(torch.version.cuda) if torch.cuda.is_available() else 'cpu'))")"
 WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION/$ops_key"
+# Where torch sees a GPU the ops get CUDA kernels (mmdet's detectors need them there), built by
+# an nvcc of torch's CUDA release; elsewhere CPU ops only.
+FORCE_CUDA=0
+if [[ "$ops_key" == *-cuda* ]]; then FORCE_CUDA=1; fi
 if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; then
   wheel="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
   if [[ -z "$wheel" ]]; then
     step "building mmcv $MMCV_VERSION with its ops for $ops_key (about 13 minutes on 2 cores; done once, cached in $WHEEL_DIR)"
+    if [[ "$FORCE_CUDA" == 1 ]]; then
+      torch_cuda="${ops_key##*-cuda}"
+      nvcc_cuda="$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\),.*/\1/p')"
+      [[ "$nvcc_cuda" == "$torch_cuda" ]] || die "torch sees a GPU, so mmcv's ops are built with CUDA kernels, which needs nvcc of CUDA $torch_cuda (torch's); found ${nvcc_cuda:-no nvcc}. Put that CUDA's bin on PATH (CUDA_HOME), or install OpenMMLab's prebuilt mmcv (docs/get_started.md, \"GPUs\") and rerun"
+    fi
     build="$(mktemp -d)"
     trap 'rm -rf "$build"' EXIT
     pip_install -q mmengine numpy packaging pyyaml yapf addict Pillow opencv-python
@@ -98,7 +107,7 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
     # torch >= 2.13 headers require C++20; mmcv 2.1.0 hard-codes C++17.
     sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
     grep -q -- '-std=c++20' "$src/setup.py" || die "could not switch mmcv's C++ standard to C++20 in $src/setup.py"
-    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    (cd "$src" && MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
       "$VPY" -m pip wheel --disable-pip-version-check --no-deps --no-build-isolation -w "$build/dist" .) \
       || die "building mmcv $MMCV_VERSION failed (see the compiler output above)"
     mkdir -p "$WHEEL_DIR"
@@ -110,6 +119,10 @@ if ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION
   pip_install -q "$wheel"
 fi
 "$VPY" -c "import mmcv.ops; from mmcv.ops import nms" || die "mmcv's compiled ops do not import"
+if [[ "$FORCE_CUDA" == 1 ]]; then
+  "$VPY" -c "from mmcv.ops import get_compiling_cuda_version as v; assert v() != 'not available'" \
+    || die "mmcv's ops were built without CUDA kernels although torch sees a GPU"
+fi
 
 step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, all tasks and test extras)"
 pip_install -q -e "$ROOT[all,tests]"
