@@ -194,7 +194,6 @@ def test_deterministic_on_cuda_runs_with_cublas_workspace_and_a_warning(
         built.append(config)
         return 'runner'
 
-    monkeypatch.setattr(launch, 'prepare_cpu_distributed', lambda cfg: False)
     from mmengine.runner import Runner
     monkeypatch.setattr(Runner, 'from_cfg', staticmethod(runner_that_seeds))
     cfg = Config(dict(default_scope='mmpretrain', model=dict(), randomness=cfg.randomness))
