@@ -5,7 +5,8 @@ package into an existing OpenMMLab environment keeps its torch and mmcv:
 
 * install_requires: runtime.txt (torch >= 2.1) and mminstall.txt (mmcv, mmengine);
 * extras per task: ``[det]`` (mmdet), ``[seg]`` (mmsegmentation), ``[cls]`` (mmpretrain),
-  ``[all]`` (the three), ``[tests]`` (the suite).
+  ``[all]`` (the three); ``[deploy]`` (onnx and onnxruntime: ONNX export and inference),
+  ``[tests]`` (the suite).
 
 The exact versions our own set-up installs (tools/setup_env.sh) are pinned in
 requirements/constraints.txt only.
@@ -34,6 +35,7 @@ def read_requirements(name):
 TASKS = ('det', 'seg', 'cls')
 extras_require = {task: read_requirements(task) for task in TASKS}
 extras_require['all'] = sorted({r for task in TASKS for r in extras_require[task]})
+extras_require['deploy'] = read_requirements('deploy')
 extras_require['tests'] = read_requirements('tests')
 
 setup(

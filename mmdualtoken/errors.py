@@ -25,6 +25,11 @@ class BadConfigError(LaunchError, ValueError):
     """A config or flag combination that cannot run."""
 
 
+class MissingPackageError(LaunchError, ImportError):
+    """A package that the requested feature needs is not installed; the message names what
+    to install."""
+
+
 class BadDataError(LaunchError, ValueError):
     """Data that cannot be trained on, in one line that names the file and the problem.
 

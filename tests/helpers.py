@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,27 @@ class RunsWhenUnpickled:
 
     def __reduce__(self):
         return (RunsWhenUnpickled, (self.path, True))
+
+
+def page_text(page: str) -> str:
+    """The text of a documentation page, by its path in the repository."""
+    with open(osp.join(REPO_ROOT, page)) as f:
+        return f.read()
+
+
+def code_blocks(text: str) -> list:
+    """(language, body) of every fenced block."""
+    return [(m.group(1), m.group(2))
+            for m in re.finditer(r'^```(\w*)\n(.*?)^```', text, flags=re.S | re.M)]
+
+
+def expected_output(body: str) -> list:
+    """The comment line right after each ``print(...)`` line of a script: what it prints."""
+    lines = body.splitlines()
+    return [
+        after[2:] for line, after in zip(lines, lines[1:])
+        if line.lstrip().startswith('print(') and after.startswith('# ')
+    ]
 
 
 def load_tool(tool: str):

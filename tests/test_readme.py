@@ -19,7 +19,9 @@ The pages (PAGES) are read as a user reads them:
   format the README shows, and the tables' processes x images and schedules are the configs'.
 
 The scripts import only torch, numpy, copy, mmdualtoken and onnxruntime, so
-test_python_snippet_runs also runs in the torch 2.1.2 matrix (tools/compat_matrix.sh).
+test_python_snippet_runs also runs in the torch 2.1.2 matrix (tools/compat_matrix.sh), which
+installs the deploy extra as the README does before its export; the mmdeploy script of
+docs/deployment.md runs in tests/test_deploy/test_mmdeploy.py, on a detector trained there.
 """
 import functools
 import glob
@@ -32,7 +34,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, descendants, free_port, run_process_tree, scalars
+from helpers import (REPO_ROOT, code_blocks, descendants, expected_output, free_port, page_text,
+                     run_process_tree, scalars)
 
 PAGES = ('README.md', 'configs/README.md', 'docs/get_started.md', 'docs/training.md',
          'docs/backbone.md', 'docs/deployment.md', 'docs/cpu_performance.md', 'docs/development.md')
@@ -42,17 +45,6 @@ SCRIPT_IMPORTS = {'torch', 'numpy', 'copy', 'mmdualtoken', 'onnxruntime'}
 
 
 # ---------------------------------------------------------------- reading the pages
-def page_text(page: str) -> str:
-    with open(osp.join(REPO_ROOT, page)) as f:
-        return f.read()
-
-
-def code_blocks(text: str) -> list:
-    """(language, body) of every fenced block."""
-    return [(m.group(1), m.group(2))
-            for m in re.finditer(r'^```(\w*)\n(.*?)^```', text, flags=re.S | re.M)]
-
-
 def shell_commands(body: str) -> list:
     """Commands of a bash block: comments and blank lines dropped."""
     lines = (re.sub(r'\s+#.*$', '', line).strip() for line in body.splitlines())
@@ -175,7 +167,18 @@ CLS_SHORT = ('train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=
 DEMO = 'make demo'
 DEMO_SHORT = ('train_dataloader.dataset.indices=8', 'train_cfg.max_epochs=1',
               'val_dataloader.dataset.indices=4', 'model.test_cfg.score_thr=0.0')
-INSTALLS = ['pip install -e ".[det]"', 'pip install --no-deps -e .']
+INSTALLS = [
+    'pip install -e ".[det]"', 'pip install --no-deps -e .', 'pip install -e ".[deploy]"',
+    'pip install -e ".[det,deploy]"'
+]
+# mmdeploy's wheel holds neither its tools/ nor its configs/: its command is checked by its
+# arguments against the page's Python form, which tests/test_deploy/test_mmdeploy.py runs
+MMDEPLOY_INSTALL = 'pip install --no-deps mmdeploy==1.3.1 aenum'
+MMDEPLOY_STOCK_CONFIG = 'configs/mmdet/detection/detection_onnxruntime_dynamic.py'
+MMDEPLOY_TOOL = (
+    f'python ../mmdeploy/tools/deploy.py ../mmdeploy/{MMDEPLOY_STOCK_CONFIG} '
+    'configs/retinanet_dualtoken_s.py work_dirs/retinanet_dualtoken_s/epoch_12.pth '
+    'data/coco/val2017/000000000139.jpg --work-dir work_dirs/mmdeploy_retinanet_s --device cpu')
 ACTIVATE = 'source .venv/bin/activate'
 # make targets and what `make -n TARGET` must show they run
 MAKE_TARGETS = {
@@ -244,8 +247,8 @@ ABLATIONS = sorted(
 
 CHECKED = (
     DET + SEG + CLS + [DEMO, ACTIVATE, NOT_SLURM, UPDATE_DOCS, COLLECT_ABLATIONS] + INSTALLS +
-    list(MAKE_TARGETS) + list(REPORT_TOOLS) + EXPORTS + TWO_MACHINES + list(SLURM) +
-    list(PRETRAINED) + ABLATIONS)
+    [MMDEPLOY_INSTALL, MMDEPLOY_TOOL] + list(MAKE_TARGETS) + list(REPORT_TOOLS) + EXPORTS +
+    TWO_MACHINES + list(SLURM) + list(PRETRAINED) + ABLATIONS)
 
 
 def real_config(command: str) -> bool:
@@ -394,16 +397,9 @@ def test_dense_configs_fine_tune_from_the_checkpoint_the_readme_names():
 
 
 # ---------------------------------------------------------------- python blocks
-def expected_output(body: str) -> list:
-    """The comment line right after each ``print(...)`` line: what it prints."""
-    lines = body.splitlines()
-    return [
-        after[2:] for line, after in zip(lines, lines[1:])
-        if line.lstrip().startswith('print(') and after.startswith('# ')
-    ]
-
-
-SCRIPTS = python_blocks('script')
+# the mmdeploy route's script (docs/deployment.md) needs mmdet, mmdeploy and a trained detector:
+# tests/test_deploy/test_mmdeploy.py runs it
+SCRIPTS = [b for b in python_blocks('script') if 'from mmdeploy' not in b[2]]
 CONFIGS = python_blocks('config')
 
 
@@ -586,25 +582,83 @@ def test_make_complexity_writes_the_committed_report(tmp_path):
             'docs/complexity.md is out of date: run make complexity'
 
 
+def would_install(command: str, tmp_path) -> list:
+    """pip's own report, offline, of what a page's ``pip install ...`` installs here."""
+    report = tmp_path / 'report.json'
+    proc = subprocess.run([
+        sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index', '--no-build-isolation',
+        '--report',
+        str(report), *shlex.split(command)[2:]
+    ],
+                          cwd=REPO_ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(report) as f:
+        return [item['metadata']['name'] for item in json.load(f)['install']]
+
+
 @pytest.mark.slow
 def test_install_commands_keep_the_installed_torch_and_mmcv(tmp_path):
-    """pip's own report, offline: installing into this environment installs mmdualtoken and
-    nothing else (torch, mmcv and the frameworks stay as they are)."""
+    """Installing into this environment installs mmdualtoken and nothing else (torch, mmcv,
+    the frameworks, onnx and onnxruntime stay as they are)."""
     for command in INSTALLS:
-        report = tmp_path / 'report.json'
-        proc = subprocess.run([
-            sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index',
-            '--no-build-isolation', '--report',
-            str(report), *shlex.split(command)[2:]
-        ],
-                              cwd=REPO_ROOT,
-                              capture_output=True,
-                              text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        with open(report) as f:
-            install = [item['metadata']['name'] for item in json.load(f)['install']]
-        assert install == ['mmdualtoken'], (command, install)
+        assert would_install(command, tmp_path) == ['mmdualtoken'], command
+
+
+@pytest.mark.slow
+def test_the_mmdeploy_install_line_is_what_the_set_up_installs(tmp_path):
+    """The line installs nothing more here: the set-up installed it, at the pinned versions."""
+    import importlib.metadata
+    assert would_install(MMDEPLOY_INSTALL, tmp_path) == []
+    with open(osp.join(REPO_ROOT, 'requirements', 'constraints.txt')) as f:
+        pins = dict(re.findall(r'^([\w-]+)==(\S+)', f.read(), flags=re.M))
+    assert f'mmdeploy=={pins["mmdeploy"]}' in MMDEPLOY_INSTALL.split()
+    for name in ('mmdeploy', 'aenum'):
+        assert importlib.metadata.version(name) == pins[name]
+
+
+def test_the_mmdeploy_command_is_the_python_forms_export():
+    """mmdeploy's tools/deploy.py with the stock deploy config that
+    configs/deploy/detection_onnxruntime_dynamic.py expands, and the model config, checkpoint,
+    image and work dir of the page's Python form."""
+    args = shlex.split(MMDEPLOY_TOOL)
+    assert args[:3] == [
+        'python', '../mmdeploy/tools/deploy.py', f'../mmdeploy/{MMDEPLOY_STOCK_CONFIG}'
+    ]
+    assert MMDEPLOY_STOCK_CONFIG in page_text('configs/deploy/detection_onnxruntime_dynamic.py')
+    (script, ) = [
+        body for lang, body in code_blocks(page_text('docs/deployment.md'))
+        if lang == 'python' and 'from mmdeploy' in body
+    ]
+    for value in args[3:6]:  # model config, checkpoint, image
+        assert f'{value!r}' in script, value
+    assert dict(zip(args[6::2], args[7::2])) == {
+        '--work-dir': 'work_dirs/mmdeploy_retinanet_s',
+        '--device': 'cpu'
+    }
+    assert "torch2onnx(image, 'work_dirs/mmdeploy_retinanet_s', 'end2end.onnx'" in script
+    assert "device='cpu'" in script
+
+
+def test_the_readme_exports_where_the_deploy_extra_is_installed():
+    """torch's exporter needs onnx (torch 2.1 even for a plain conv): the README installs the
+    deploy extra before its export snippet, and the torch 2.1.2 matrix, which runs that
+    snippet, installs the extra's requirements file and no onnx of its own."""
+    import importlib.metadata
+    requires = importlib.metadata.requires('mmdualtoken')
+    deploy = sorted(r.split(';')[0].strip() for r in requires if 'extra == "deploy"' in r)
+    with open(osp.join(REPO_ROOT, 'requirements', 'deploy.txt')) as f:
+        listed = sorted(ln.split('#')[0].strip() for ln in f if ln.split('#')[0].strip())
+    assert deploy == listed and [re.split(r'\W', r)[0] for r in listed] == ['onnx', 'onnxruntime']
+    readme = page_text('README.md')
+    assert readme.index('pip install -e ".[deploy]"') < readme.index('export_onnx(model')
+    with open(osp.join(REPO_ROOT, 'tools', 'compat_matrix.sh')) as f:
+        matrix = f.read()
+    common = re.search(r'^COMMON=\((.*)\)', matrix, flags=re.M).group(1)
+    assert 'DEPLOY_EXTRA="$ROOT/requirements/deploy.txt"' in matrix
+    assert '-r "$DEPLOY_EXTRA"' in matrix and 'onnx' not in common
 
 
 @pytest.mark.slow

@@ -28,7 +28,10 @@ ROWS=(
   "2.14.1||the newest torch here; the pinned set of tools/setup_env.sh"
 )
 if [[ $SHORT == 1 ]]; then ROWS=("${ROWS[0]}"); fi
-COMMON=(mmengine==0.10.7 mmcv-lite==2.1.0 pytest pytest-xdist hypothesis onnx onnxruntime)
+COMMON=(mmengine==0.10.7 mmcv-lite==2.1.0 pytest pytest-xdist hypothesis)
+# onnx and onnxruntime come from the deploy extra's file, as the README installs them for its
+# export snippet (which runs here): without them torch 2.1 cannot export at all
+DEPLOY_EXTRA="$ROOT/requirements/deploy.txt"
 
 # the backbone tests: they import torch, mmengine, mmcv and mmdualtoken only
 TESTS=(tests/test_compat.py tests/test_import.py tests/test_models/test_dualtoken_vit.py
@@ -54,7 +57,7 @@ for row in "${ROWS[@]}"; do
     rm -rf "$venv"
     "$PY" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --progress-bar off \
-      "setuptools<82" "torch==$torch_version" ${extra:+"$extra"} "${COMMON[@]}"
+      "setuptools<82" "torch==$torch_version" ${extra:+"$extra"} "${COMMON[@]}" -r "$DEPLOY_EXTRA"
     touch "$venv/.ready"
   fi
   versions="$("$venv/bin/python" -c 'import torch, numpy, mmengine, mmcv; print(torch.__version__, numpy.__version__, mmengine.__version__, mmcv.__version__)')"

@@ -4,7 +4,8 @@
 # Creates .venv in the repository, installs the torch/torchvision pair that works with the
 # OpenMMLab stack here, builds mmcv 2.1.0 with its compiled ops from the source release
 # (cached outside the repository and reused), then installs mmengine, mmdet, mmsegmentation,
-# mmpretrain and this package in editable mode. A second run with nothing changed is a no-op.
+# mmpretrain and this package in editable mode, and mmdeploy without its dependencies
+# (docs/deployment.md). A second run with nothing changed is a no-op.
 # Every version comes from requirements/constraints.txt (the one place exact pins live;
 # setup.py states ranges).
 #
@@ -124,14 +125,22 @@ if [[ "$FORCE_CUDA" == 1 ]]; then
     || die "mmcv's ops were built without CUDA kernels although torch sees a GPU"
 fi
 
-step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, all tasks and test extras)"
-pip_install -q -e "$ROOT[all,tests]"
+step "mmengine, mmdet, mmsegmentation, mmpretrain and mmdualtoken (editable, all tasks, deploy and test extras)"
+pip_install -q -e "$ROOT[all,deploy,tests]"
+
+# mmdeploy pins protobuf<=3.20.2, older than onnx accepts: installed without its dependencies,
+# as docs/deployment.md tells users, plus aenum, the one of them that its export to ONNX
+# Runtime imports and nothing else here installs (grpcio is for SNPE; multiprocess is a
+# fallback for torch.multiprocessing)
+step "mmdeploy $(pinned mmdeploy) without its dependencies, and aenum"
+pip_install -q --no-deps "mmdeploy==$(pinned mmdeploy)" "aenum==$(pinned aenum)"
 
 step "checking the stack"
 "$VPY" - <<'PY'
-import torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken
+import torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken, mmdeploy
 from mmcv.ops import nms, RoIAlign  # compiled ops
-for m in (torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken):
+from mmdeploy.apis import build_task_processor, torch2onnx
+for m in (torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, mmdualtoken, mmdeploy):
     print(f"  {m.__name__:<12} {m.__version__}")
 PY
 rm -f "$VENV"/.mmdualtoken-setup-*

@@ -15,9 +15,12 @@ spinning (spinning threads compete with the caller for the cores: measured with 
 2 cores they made batch-1 latency 1.5-2.8x slower and very noisy).
 
 onnx, onnxscript and onnxruntime are imported inside the functions: ``import mmdualtoken``
-needs none of them.
+needs none of them. Without onnx (which torch's exporters need, even for a plain conv on
+torch 2.1) :func:`export_onnx` stops with a :class:`MissingPackageError` that names the
+``deploy`` extra, before torch's own message.
 """
 import contextlib
+import importlib
 import inspect
 import io
 import statistics
@@ -26,6 +29,8 @@ import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from ..errors import MissingPackageError
 
 EXPORTERS = ('torchscript', 'dynamo')
 OPSET = 17  # TorchScript-based exporter (mmdeploy's)
@@ -36,6 +41,23 @@ OPSET = 17  # TorchScript-based exporter (mmdeploy's)
 DYNAMO_OPSET = 23
 OUTPUTS = ('stride8', 'stride16', 'stride32')  # DualTokenViT's three feature maps
 SESSION_CONFIG = {'session.intra_op.allow_spinning': '0'}
+# the deploy extra (requirements/deploy.txt), from a clone, or its two packages
+INSTALL_DEPLOY = ('the deploy extra, pip install -e ".[deploy]" in the mmdualtoken folder, or '
+                  'pip install onnx onnxruntime')
+
+
+def require(package: str, needed_for: str) -> None:
+    """Import ``package``, or stop with one line naming what to install.
+
+    Raises:
+        MissingPackageError: ``package`` cannot be imported.
+    """
+    try:
+        importlib.import_module(package)
+    except ImportError as e:
+        reason = next(iter(str(e).splitlines()), type(e).__name__)
+        raise MissingPackageError(f'{package} is not installed ({reason}): {needed_for}. '
+                                  f'Install {INSTALL_DEPLOY}') from None
 
 
 def _export_parameters() -> dict:
@@ -75,11 +97,15 @@ def export_onnx(model: torch.nn.Module,
             fixed shape). Defaults to 'torchscript'.
         output_names (Sequence[str], optional): Names of the outputs. Defaults to the
             backbone's ``('stride8', 'stride16', 'stride32')``.
+
+    Raises:
+        MissingPackageError: onnx is not installed (the ``deploy`` extra).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter {exporter!r}: use one of {", ".join(EXPORTERS)}')
     if exporter == 'dynamo' and dynamic:
         raise ValueError('dynamic axes need the torchscript exporter')
+    require('onnx', "torch's ONNX exporters need it")
     names = list(output_names) if output_names else None
     kwargs = dict(input_names=['image'], output_names=names)
     params = _export_parameters()

@@ -1,6 +1,7 @@
 """The shared ONNX export and ONNX Runtime session (mmdualtoken/deploy/onnx_export.py), and
 tools/deployment/export_onnx.py: export, check in ONNX Runtime, time; one-line errors."""
 import inspect
+import os.path as osp
 import re
 import subprocess
 import sys
@@ -10,13 +11,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import load_tool, run_tool
+from helpers import REPO_ROOT, load_tool, run_tool
 from onnx import TensorProto, helper
 
 from mmdualtoken.checkpoint import to_backbone_checkpoint
 from mmdualtoken.deploy import export_onnx
 from mmdualtoken.deploy.onnx_export import latency_ms, ort_session
-from mmdualtoken.errors import LaunchError, OnnxMismatchError
+from mmdualtoken.errors import LaunchError, MissingPackageError, OnnxMismatchError
 from mmdualtoken.models import DualTokenViT
 
 TOOL = 'deployment/export_onnx.py'
@@ -276,8 +277,37 @@ def test_torchscript_export_passes_dynamo_only_where_torch_has_it(tmp_path, monk
 
 def test_importing_the_package_imports_no_onnx():
     """onnx, onnxscript and onnxruntime are imported where they are used, not by
-    ``import mmdualtoken`` nor by ``import mmdualtoken.deploy``."""
-    code = ('import sys, mmdualtoken, mmdualtoken.deploy; '
-            'print(sorted({"onnx", "onnxscript", "onnxruntime"} & set(sys.modules)))')
+    ``import mmdualtoken`` nor by ``import mmdualtoken.deploy``; nor is mmdeploy, whose export
+    rewriter only a process that has imported mmdeploy registers, and torch.onnx.export stays
+    torch's own."""
+    code = ('import sys, torch; export = torch.onnx.export; import mmdualtoken, '
+            'mmdualtoken.deploy; print(sorted({"onnx", "onnxscript", "onnxruntime", "mmdeploy"} '
+            '& set(sys.modules)), torch.onnx.export is export)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == '[]', out.stdout + out.stderr
+    assert out.stdout.strip() == '[] True', out.stdout + out.stderr
+
+
+def test_a_missing_onnx_is_one_line_naming_the_deploy_extra(tmp_path, monkeypatch):
+    """Without onnx (torch 2.1's exporter needs it even for a plain conv) the export stops
+    before torch's exporter starts, in one line that says what to install; the tool prints it
+    as ``error: ...``."""
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # import onnx fails
+    with pytest.raises(MissingPackageError) as raised:
+        export_onnx(torch.nn.Conv2d(3, 4, 3), str(tmp_path / 'conv.onnx'), output_names=['y'])
+    message = str(raised.value)
+    assert re.fullmatch(r'onnx is not installed \(.+\): .*pip install -e "\.\[deploy\]".*', message)
+    assert 'pip install onnx onnxruntime' in message and not (tmp_path / 'conv.onnx').exists()
+    # the tool as a process whose onnx does not import
+    code = ('import runpy, sys; sys.modules["onnx"] = None; sys.argv = sys.argv[1:]; '
+            'runpy.run_path(sys.argv[0], run_name="__main__")')
+    proc = subprocess.run([
+        sys.executable, '-c', code,
+        osp.join(REPO_ROOT, 'tools', TOOL), '--arch', 'tiny', '--out', 'x.onnx'
+    ],
+                          cwd=tmp_path,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr == f'error: {message}\n'
+    assert not (tmp_path / 'x.onnx').exists()

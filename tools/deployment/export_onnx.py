@@ -25,8 +25,8 @@
    ``--threads`` intra-op threads (default 2), one inter-op thread, sequential execution,
    every graph optimisation, idle threads not spinning.
 
-A bad argument, a missing or unfitting checkpoint or a missing onnxruntime is one line,
-``error: ...``, and exit code 1.
+A bad argument, a missing or unfitting checkpoint or a missing onnx or onnxruntime (the
+``deploy`` extra) is one line, ``error: ...``, and exit code 1.
 """
 import argparse
 import os
@@ -38,7 +38,7 @@ import torch
 
 from mmdualtoken.deploy.onnx_export import (DYNAMO_OPSET, EXPORTERS, OPSET, OUTPUTS,
                                             dynamo_export_missing, export_onnx, latency_ms,
-                                            ort_session)
+                                            ort_session, require)
 from mmdualtoken.errors import BadConfigError, LaunchError, MissingFileError, OnnxMismatchError
 from mmdualtoken.launch import run_tool
 from mmdualtoken.models import DualTokenViT
@@ -81,15 +81,6 @@ def parse_args(argv=None):
     parser.add_argument(
         '--threads', type=int, default=2, help='ONNX Runtime intra-op threads (default: 2)')
     return parser.parse_args(argv)
-
-
-def require_onnxruntime():
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        raise LaunchError(f'onnxruntime is not installed ({e}): the exported graph is checked '
-                          'in it. Install it with `pip install onnxruntime` (or '
-                          '`pip install -e ".[tests]"`).') from None
 
 
 def build(arch: str, max_global_tokens, checkpoint) -> DualTokenViT:
@@ -171,7 +162,8 @@ def main(argv=None):
         if missing:
             raise LaunchError(f'--exporter dynamo: {missing}; --exporter torchscript works on '
                               'every supported torch')
-    require_onnxruntime()
+    require('onnx', "torch's ONNX exporters need it")
+    require('onnxruntime', 'the exported graph is checked in it')
     if args.checkpoint and not osp.isfile(args.checkpoint):
         raise MissingFileError(f'--checkpoint: checkpoint not found: {args.checkpoint}')
     out = args.out or f'dualtoken_{args.arch}.onnx'

@@ -42,7 +42,8 @@ def _fit_token_budget_ints(h: int, w: int, max_tokens: int) -> tuple:
 def _fit_token_budget(size: torch.Tensor, max_tokens: int) -> tuple:
     size = size.to(torch.float64)
     scale = torch.sqrt(max_tokens / (size[0] * size[1]))
-    grid = torch.floor(size * scale).clamp(min=1).long()
+    grid = torch.floor(size * scale)
+    grid = torch.where(grid < 1, 1, grid).long()  # ONNX Runtime has no float64 Clip at opset 11
     gh, gw = grid[0], grid[1]
     # only a side clamped to 1 can push the product over the budget: shrink the other one
     larger = torch.minimum(torch.maximum(gh, gw), max_tokens // torch.minimum(gh, gw))

@@ -102,7 +102,8 @@ def bicubic_matrix(size_in,
     weights = torch.where(x <= 1, near, far)  # (size_out, 4)
     index = floor.long()[:, None] + torch.arange(-1, 3, device=device)
     upper = size_in - 1
-    index = torch.where(index > upper, upper, index.clamp(min=0))
+    # where, not clamp: an int64 Clip is not valid ONNX at opset 11 (mmdeploy's default)
+    index = torch.where(index > upper, upper, torch.where(index < 0, 0, index))
     hits = index[:, :, None] == torch.arange(size_in, device=device)
     return (weights[:, :, None] * hits.to(torch.float32)).sum(1).to(dtype)
 
