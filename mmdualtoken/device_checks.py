@@ -157,8 +157,9 @@ def configure_determinism(cfg, logger: str = 'current') -> bool:
     print_log(
         'randomness.deterministic=True on CUDA: CUBLAS_WORKSPACE_CONFIG='
         f'{os.environ["CUBLAS_WORKSPACE_CONFIG"]}, cuDNN deterministic; ops without a '
-        'deterministic CUDA kernel (in the frameworks: bilinear upsampling\'s backward in '
-        'mmseg\'s heads, mmcv\'s RoIAlign) warn and stay nondeterministic, so a GPU run is '
+        'deterministic CUDA kernel (in the frameworks: bilinear upsampling\'s backward and '
+        'the NLL loss in mmseg; mmcv\'s RoIAlign, which torch\'s flag does not reach) warn or '
+        'stay nondeterministic, so a GPU run is '
         'not bit-exact; bit-exact repetition is tested on the CPU (docs/training.md)',
         logger=logger,
         level=30)
