@@ -8,6 +8,7 @@ checkpoint of another arch (or from none), fails here.
 import glob
 import importlib
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -293,3 +294,41 @@ def test_build_runner_reverts_sync_bn_where_it_cannot_run(monkeypatch, tmp_path,
     cfg.work_dir = str(tmp_path)
     given = build_runner(cfg)
     assert sync_bn_configs(given.model) == (2 if kept else 0)
+
+
+# The protocol each full-data config follows, as the field runs it: processes x images per
+# process, the lr at that total batch, the schedule.
+PROTOCOLS = {
+    # LightViT's recipe (DeiT's lr 5e-4 per 512 images, at 1024)
+    'cls': dict(processes=8, images=128, lr=1e-3, epochs=300),
+    # mmdet's 1x schedule with AdamW, as PVT and LightViT detect
+    'retinanet': dict(processes=8, images=2, lr=1e-4, epochs=12),
+    'mask_rcnn': dict(processes=8, images=2, lr=1e-4, epochs=12),
+    # the Swin/ConvNeXt UperNet protocol
+    'upernet': dict(processes=8, images=2, lr=6e-5, iterations=160000),
+    # PVT's Semantic FPN: "8 gpu instead of 4 in mmsegmentation, so lr*2 and max_iters/2"
+    'fpn': dict(processes=8, images=4, lr=2e-4, iterations=40000),
+}
+FULL_DATA_CONFIGS = [name for name in CONFIGS if not name.startswith('tiny/')] + sorted(
+    osp.relpath(p, CONFIG_DIR) for p in glob.glob(osp.join(CONFIG_DIR, 'ablations', '*.py')))
+
+
+@pytest.mark.parametrize('name', FULL_DATA_CONFIGS)
+def test_configs_follow_their_protocol(name):
+    """Images per process, auto_scale_lr's base batch (processes x images), the lr and the
+    schedule are the protocol's, and the usage line in the config's header launches that
+    many processes: --auto-scale-lr on that many keeps the protocol's lr."""
+    cfg = load(name)
+    task = EXPECTED[name]['task'] if name in EXPECTED else 'cls'
+    protocol = PROTOCOLS[task]
+    assert cfg.train_dataloader.batch_size == protocol['images']
+    assert cfg.auto_scale_lr.base_batch_size == protocol['processes'] * protocol['images']
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(protocol['lr'])
+    if 'epochs' in protocol:
+        assert cfg.train_cfg.max_epochs == protocol['epochs']
+    else:
+        assert cfg.train_cfg.max_iters == protocol['iterations']
+    with open(osp.join(CONFIG_DIR, name)) as f:
+        usage = re.findall(r'^#\s+tools/dist_train\.sh (\S+) (\d+)', f.read(), flags=re.M)
+    assert all(path == f'configs/{name}' and int(n) == protocol['processes']
+               for path, n in usage), usage
