@@ -1,6 +1,7 @@
 # UperNet with DualToken-ViT-S on ADE20K: 512x512 crops, 160k iterations, total batch 16
-# (8 processes x 2 images), AdamW lr 6e-5, weight decay 0.01, 1500 linear warm-up iterations
-# then poly (power 1): the Swin/ConvNeXt UperNet protocol. Test mode: whole image.
+# (8 processes x 2 images), AdamW lr 6e-5, weight decay 0.01 (none on norms, biases, 1-D
+# parameters and the global tokens), 1500 linear warm-up iterations then poly (power 1): the
+# Swin/ConvNeXt UperNet protocol. Test mode: whole image.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     './_base_/datasets/ade20k_checked.py',
@@ -51,6 +52,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         bias_decay_mult=0.,
+        flat_decay_mult=0.,
         custom_keys={'backbone.global_tokens': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

@@ -332,3 +332,52 @@ def test_configs_follow_their_protocol(name):
         usage = re.findall(r'^#\s+tools/dist_train\.sh (\S+) (\d+)', f.read(), flags=re.M)
     assert all(path == f'configs/{name}' and int(n) == protocol['processes']
                for path, n in usage), usage
+
+
+def no_decay_promised(name: str, param) -> bool:
+    """Whether the configs promise no weight decay for this backbone parameter: norms, biases,
+    1-D parameters (the fusion weights weight_aggregated / weight_tokens among them) and the
+    global tokens."""
+    return param.ndim <= 1 or name == 'global_tokens'
+
+
+# the weight decay each config's comment promises on the backbone's weight matrices, and
+# whether it promises none on its norms, biases, 1-D parameters and global tokens (Semantic
+# FPN: PVT's AdamW with one weight decay for every parameter)
+DECAY = {
+    'cls': (0.04, True),
+    'retinanet': (0.05, True),
+    'mask_rcnn': (0.05, True),
+    'upernet': (0.01, True),
+    'fpn': (1e-4, False)
+}
+
+
+@pytest.mark.parametrize('name', [n for n in FULL_DATA_CONFIGS if not n.startswith('ablations/')])
+def test_the_optimizer_built_keeps_the_configs_weight_decay_promise(name):
+    """The optim wrapper built from the config as its framework builds it (the Runner's
+    build_optim_wrapper in the config's scope): parameter by parameter of the backbone, the
+    weight decay its comment promises to every trainable parameter; the lr is the config's
+    everywhere."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = load(name)
+    task = EXPECTED[name]['task']
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    group_of = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
+    decay, promised = DECAY[task]
+    seen = {'decayed': 0, 'not decayed': 0}
+    for param_name, param in model.backbone.named_parameters():
+        if not param.requires_grad:  # the norms of stages that are no output: not optimised
+            assert id(param) not in group_of
+            continue
+        group = group_of[id(param)]
+        assert group['lr'] == pytest.approx(cfg.optim_wrapper.optimizer.lr), param_name
+        expected = 0.0 if promised and no_decay_promised(param_name, param) else decay
+        assert group['weight_decay'] == pytest.approx(expected), param_name
+        seen['not decayed' if expected == 0 else 'decayed'] += 1
+    assert seen['decayed'] > 0 and (seen['not decayed'] > 0) == promised
+    # the fusion weights of the weighted sum are among them
+    fusion = [n for n, _ in model.backbone.named_parameters() if n.endswith('weight_tokens')]
+    assert fusion
