@@ -18,7 +18,7 @@ from typing import List, Mapping, Optional
 
 import torch
 
-from .errors import BadConfigError, LaunchError
+from .errors import LaunchError
 
 CPU_OPT_IN = 'MMDUALTOKEN_CPU'
 # Slurm sets these where a job or step was given GPUs (--gres=gpu:N, --gpus...): lists of
@@ -149,9 +149,6 @@ def configure_determinism(cfg, logger: str = 'current') -> bool:
     randomness = cfg.get('randomness') or {}
     if not (randomness.get('deterministic') and torch.cuda.is_available()):
         return False
-    if not isinstance(randomness.get('deterministic'), bool):
-        raise BadConfigError(f'randomness.deterministic must be True or False, got '
-                             f'{randomness.get("deterministic")!r}')
     from mmengine.logging import print_log
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)
     print_log(

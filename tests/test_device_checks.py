@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from helpers import REPO_ROOT, tool_env
+from helpers import REPO_ROOT, run_tool, tool_env
 from mmengine.config import Config
 
 from mmdualtoken import device_checks, launch
@@ -80,32 +80,28 @@ def test_gpus_seen_need_no_opt_in(monkeypatch):
     check_gpus_expected({'CUDA_VISIBLE_DEVICES': '0,1', 'GPUS': '2'})
 
 
-def run(args, env, timeout=120):
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, *args],
-                          cwd=REPO_ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=timeout,
-                          env=tool_env(env))
-    return proc, time.monotonic() - start
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
 def test_a_gpu_job_whose_torch_sees_no_gpu_stops_in_seconds(tool):
     """Launcher none: the same line as under torchrun and srun (the check runs before the
     config is read, whatever --launcher says)."""
-    args = [osp.join('tools', tool), 'configs/retinanet_dualtoken_s.py']
+    args = [osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py')]
     args += ['missing.pth'] if tool == 'test.py' else []
     env = {'CUDA_VISIBLE_DEVICES': '0'}  # CI sets no MMDUALTOKEN_CPU
-    proc, seconds = run(args, env)
+    start = time.monotonic()
+    proc = run_tool(tool, *args, cwd=REPO_ROOT, env=env, timeout=120, check=False)
+    assert time.monotonic() - start < 30
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         'error: GPUs were expected (CUDA_VISIBLE_DEVICES=0) but torch sees none')
-    assert seconds < 30
-    # the opt-in gets past the check, to the next one (this checkpoint does not exist)
-    proc, _ = run(args[:1] + ['no_such_config.py'] + args[2:], dict(env, **{CPU_OPT_IN: '1'}))
+    # the opt-in gets past the check, to the next one (this config does not exist)
+    proc = run_tool(
+        tool,
+        'no_such_config.py',
+        *args[1:],
+        cwd=REPO_ROOT,
+        env=dict(env, **{CPU_OPT_IN: '1'}),
+        check=False)
     assert proc.stderr.strip().splitlines()[-1] == 'error: Config file not found: ' \
         'no_such_config.py', proc.stderr[-3000:]
 
@@ -130,6 +126,24 @@ def test_every_torchrun_rank_stops_with_the_line():
         line.startswith('error: GPUs were expected (CUDA_VISIBLE_DEVICES=0,1) but torch '
                         'sees none') for line in output.splitlines()), output[-3000:]
     assert 'exitcode  : 1' in output and 'Traceback' not in proc.stdout
+
+
+def test_why_torch_sees_no_gpu_in_torchs_words(monkeypatch):
+    """The reason in the line: this machine's (a CUDA build, no driver), a CPU-only build of
+    torch (stand-in: torch.version.cuda None), and a CUDA that initialises yet shows no
+    device (stand-in: torch.cuda.init patched to succeed)."""
+    assert device_checks.why_no_cuda().startswith(
+        f'torch {torch.__version__} (built for CUDA {torch.version.cuda}) finds no usable GPU: ')
+    monkeypatch.setattr(torch.cuda, 'init', lambda: None)
+    assert device_checks.why_no_cuda().endswith(' finds no GPU')
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    assert device_checks.why_no_cuda() == f'torch {torch.__version__} is a build without CUDA'
+
+
+def test_mmcv_lite_has_no_cuda_kernels_either(monkeypatch):
+    """mmcv-lite has no mmcv.ops (stand-in: the module made unimportable)."""
+    monkeypatch.setitem(sys.modules, 'mmcv.ops', None)
+    assert device_checks.mmcv_cuda_version() is None
 
 
 def test_a_detector_on_cuda_needs_mmcv_ops_with_cuda_kernels(monkeypatch):

@@ -142,7 +142,7 @@ def gpu_job_without_gpus(tmp: str):
 
     from mmdualtoken.launch import train_main
     environ = {'SLURM_STEP_GPUS': '0,1', 'CUDA_VISIBLE_DEVICES': '0,1'}
-    with mock.patch.dict(os.environ, environ), mock.patch.dict(os.environ):
+    with mock.patch.dict(os.environ, environ):
         os.environ.pop('MMDUALTOKEN_CPU', None)
         train_main([osp.join(REPO_ROOT, 'configs', 'retinanet_dualtoken_s.py')])
 

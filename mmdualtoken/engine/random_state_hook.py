@@ -49,6 +49,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
+from mmengine.utils import apply_to
 
 KEY = 'random_states'
 
@@ -72,17 +73,6 @@ def capture_random_states() -> dict:
         cuda=torch.cuda.get_rng_state() if _cuda_in_use() else None)
 
 
-def on_cpu(value):
-    """``value`` with every tensor in it on the CPU (dicts and lists walked)."""
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {k: on_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(on_cpu(v) for v in value)
-    return value
-
-
 def restore_random_states(states: dict) -> None:
     """Put back what :func:`capture_random_states` returned (this process's generators).
 
@@ -90,7 +80,7 @@ def restore_random_states(states: dict) -> None:
     whole checkpoint onto it, and torch's generators take CPU byte tensors only (numpy
     takes host memory only), so every tensor is brought to the CPU first.
     """
-    states = on_cpu(states)
+    states = apply_to(states, lambda v: isinstance(v, torch.Tensor), lambda t: t.cpu())
     python = states['python']
     random.setstate((python[0], tuple(python[1]), python[2]))
     n = states['numpy']
