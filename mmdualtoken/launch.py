@@ -113,6 +113,13 @@ def check_dataset_paths(cfg: Config, splits) -> None:
                                        f'({where}.ann_file). {hint}')
 
 
+def cpus_per_task(config: str, split: str = 'train') -> int:
+    """The CPUs one process of ``config`` keeps busy: itself and its ``split`` loader's
+    workers (the default CPUS_PER_TASK of tools/slurm_train.sh and tools/slurm_test.sh)."""
+    loader = Config.fromfile(config).get(f'{split}_dataloader') or {}
+    return int(loader.get('num_workers', 0)) + 1
+
+
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'TorchSyncBN')
 
 

@@ -5,6 +5,7 @@ either path; a distributed run's process group is destroyed before the exit."""
 import gc
 
 import pytest
+from helpers import config
 
 from mmdualtoken.errors import BadConfigError, LaunchError, RunFault
 from mmdualtoken.launch import run_tool
@@ -110,3 +111,12 @@ def test_a_gloo_timeout_without_dist_timeout_names_the_backends_default():
         assert "(torch's default on gloo, 1800 s, --dist-timeout" in message
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('name, split, cpus', [('dualtoken_s_in1k.py', 'train', 9),
+                                               ('dualtoken_s_in1k.py', 'test', 9),
+                                               ('retinanet_dualtoken_s.py', 'train', 3),
+                                               ('tiny/dualtoken_s_in1k_tiny.py', 'train', 1)])
+def test_cpus_per_task_are_the_process_and_its_loader_workers(name, split, cpus):
+    from mmdualtoken.launch import cpus_per_task
+    assert cpus_per_task(config(name), split) == cpus

@@ -882,6 +882,8 @@ def test_tiny_classification_commands(tiny_workdir, tmp_path):
     # training on the CPU keeps freed memory in the heap (docs/cpu_performance.md)
     assert ('CPU memory: freed memory stays in the heap' in out) != torch.cuda.is_available()
     assert (tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny' / 'epoch_6.pth').is_file()
+    # the recipe's save_best (tests/test_engine/test_atomic_checkpoint.py)
+    assert glob.glob(str(tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny' / 'best_accuracy_top1_*'))
     assert_trained(tmp_path / 'work_dirs' / 'dualtoken_s_in1k_tiny', 'accuracy/top1')
     out = ok(test + cfg_options('test_dataloader.dataset.indices=4'), tmp_path)
     assert 'accuracy/top1' in out

@@ -11,7 +11,15 @@ _base_ = [
     './reliability.py',
 ]
 # custom_imports and custom_hooks (RandomStateHook, FiniteLossHook): ./reliability.py
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))  # kill-safe saves
+# kill-safe saves; of the 300 epochs' checkpoints (about 160 MB each with the optimizer
+# state) the last 3 are kept, and the best top-1 (best_accuracy_top1_epoch_N.pth)
+default_hooks = dict(
+    checkpoint=dict(
+        type='AtomicCheckpointHook',
+        interval=1,
+        max_keep_ckpts=3,
+        save_best='accuracy/top1',
+        rule='greater'))
 
 # Head: the backbone averages the last stage and applies its final norm
 # (gap_before_final_norm), then one linear classifier. We do not add LightViT's
@@ -68,9 +76,12 @@ train_pipeline = [
         fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
-# x 8 processes = 1024
-train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=128)
+# x 8 processes = 1024. Loaders that keep one GPU fed at 128 images with RandAugment: 8
+# workers per process (tools/slurm_train.sh asks for 8 + 1 CPUs per task from this number),
+# kept alive between epochs, batches in pinned memory for asynchronous copies to the GPU
+loader = dict(num_workers=8, persistent_workers=True, pin_memory=True)
+train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline), **loader)
+val_dataloader = dict(batch_size=128, **loader)
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(

@@ -31,11 +31,13 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=0,
     persistent_workers=False,
+    pin_memory=False,
     dataset=dict(dataset, ann_file='meta/train.txt', data_prefix='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=32,
     num_workers=0,
     persistent_workers=False,
+    pin_memory=False,
     dataset=dict(dataset, ann_file='meta/val.txt', data_prefix='val', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))  # four classes: top-5 is meaningless

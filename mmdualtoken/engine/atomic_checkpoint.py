@@ -18,11 +18,14 @@ things:
   backends (``s3://``...) are left as configured;
 * the order is: new checkpoint, then ``last_checkpoint``, then removal of the checkpoints
   beyond ``max_keep_ckpts``. At every moment ``last_checkpoint`` names a complete checkpoint.
+  Likewise with ``save_best``: the new best checkpoint is written before the previous best
+  is removed (mmengine removes it first).
 
 Temporary files of a killed save are removed when the next run starts (a log line names
 them). ``tools/train.py --resume`` refuses a ``last_checkpoint`` naming a missing file
 (mmdualtoken.launch).
 """
+import contextlib
 import glob
 import os
 import os.path as osp
@@ -82,8 +85,29 @@ class AtomicLocalBackend(LocalBackend):
     :class:`AtomicCheckpointHook` does for local folders).
     """
 
+    _deferred = None  # the paths whose removal waits, inside removals_deferred()
+
     def put(self, obj: bytes, filepath) -> None:
         atomic_write(obj, str(filepath))
+
+    def remove(self, filepath) -> None:
+        if self._deferred is None:
+            return super().remove(filepath)
+        self._deferred.append(str(filepath))
+
+    @contextlib.contextmanager
+    def removals_deferred(self, keep=()):
+        """Inside it ``remove`` only records the path; on leaving, the recorded files are
+        removed, except those in ``keep`` (evaluated then: a callable returning paths)."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            deferred, self._deferred = self._deferred, None
+        kept = set(map(str, keep()))
+        for path in deferred:
+            if path not in kept and self.isfile(path):
+                super().remove(path)
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         atomic_write(obj.encode(encoding), str(filepath))
@@ -126,6 +150,20 @@ class AtomicCheckpointHook(CheckpointHook):
                 f'Removed {len(stale)} temporary file(s) of a save that did not finish '
                 f'(the process was stopped while writing): '
                 f'{", ".join(osp.basename(p) for p in stale)}')
+
+    def _best_paths(self) -> list:
+        """The best checkpoints now (one per ``save_best`` key)."""
+        paths = [getattr(self, 'best_ckpt_path', None)]
+        paths += getattr(self, 'best_ckpt_path_dict', {}).values()
+        return [p for p in paths if p]
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        # mmengine removes the previous best checkpoint, then writes the new one: a kill in
+        # between would leave none. Here the removal waits until the new one is complete.
+        if not isinstance(self.file_backend, AtomicLocalBackend):
+            return super()._save_best_checkpoint(runner, metrics)
+        with self.file_backend.removals_deferred(keep=self._best_paths):
+            super()._save_best_checkpoint(runner, metrics)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         # mmengine's bookkeeping (keep_ckpt_ids goes into the checkpoint's message hub), but

@@ -133,7 +133,8 @@ def test_without_slurm_and_no_way_to_install_it_says_what_to_install(monkeypatch
                                             ('slurm_test.sh', 'ckpt.pth')])
 def test_scripts_ask_for_gpus_unless_gres_none(tmp_path, script, fourth):
     """srun gets --gres and every task GPUS (the tools then stop where torch sees no GPU),
-    or with GRES=none no --gres and MMDUALTOKEN_CPU=1, the CPU on purpose."""
+    or with GRES=none no --gres and MMDUALTOKEN_CPU=1, the CPU on purpose. CPUS_PER_TASK is
+    by default the ImageNet config's 8 loader workers + 1, or what the user sets."""
     # an srun that prints its arguments, one a line, and on stderr what the tasks would get
     fake = tmp_path / 'srun'
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n'
@@ -141,23 +142,26 @@ def test_scripts_ask_for_gpus_unless_gres_none(tmp_path, script, fourth):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     path = f'{tmp_path}{os.pathsep}{os.environ["PATH"]}'
     run = [
-        osp.join(REPO_ROOT, 'tools', script), 'gpu', 'job', 'cfg.py', fourth, '--cfg-options',
-        'a=1 2'
+        osp.join(REPO_ROOT, 'tools', script), 'gpu', 'job',
+        config('dualtoken_s_in1k.py'), fourth, '--cfg-options', 'a=1 2'
     ]
-    environ = {k: v for k, v in os.environ.items() if k not in ('GPUS', 'MMDUALTOKEN_CPU')}
+    unset = ('GPUS', 'MMDUALTOKEN_CPU', 'CPUS_PER_TASK')
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    environ['PYTHON'] = sys.executable
     done = subprocess.run(
         run, env=dict(environ, PATH=path), capture_output=True, text=True, check=True)
     default = done.stdout.splitlines()
     assert done.stderr.strip() == 'GPUS=8 MMDUALTOKEN_CPU=unset'
     assert default[:7] == [
         '--partition=gpu', '--job-name=job', '--gres=gpu:8', '--ntasks=8', '--ntasks-per-node=8',
-        '--cpus-per-task=5', '--kill-on-bad-exit=1'
+        '--cpus-per-task=9', '--kill-on-bad-exit=1'
     ]
     assert default[-3:] == ['--launcher=slurm', '--cfg-options', 'a=1 2']
     done = subprocess.run(
         run,
         env=dict(
-            environ, PATH=path, GRES='none', GPUS='4', GPUS_PER_NODE='2', SRUN_ARGS='--time=5 -l'),
+            environ, PATH=path, GRES='none', GPUS='4', GPUS_PER_NODE='2', CPUS_PER_TASK='5',
+            SRUN_ARGS='--time=5 -l'),
         capture_output=True,
         text=True,
         check=True)
