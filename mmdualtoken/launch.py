@@ -16,7 +16,7 @@ from mmengine.config import Config, DictAction
 
 import mmdualtoken  # noqa: F401  (registers the backbone, allow-lists checkpoint types)
 from .checkpoint import check_pretrained_checkpoint
-from .datasets.checks import check_datasets
+from .datasets.checks import check_datasets, once_per_node
 from .device_checks import (check_cuda_ops, check_gpus_expected, configure_determinism,
                             relax_determinism)
 from .errors import BadConfigError, DistributedTimeoutError, LaunchError, MissingFileError, RunFault
@@ -148,6 +148,27 @@ def sync_bn_runs(cfg: Config) -> bool:
     return cfg.get('launcher', 'none') != 'none' and torch.cuda.is_available()
 
 
+def join_process_group(cfg: Config) -> None:
+    """Create the process group of a distributed launch before the Runner, as it would: on
+    GPUs mmengine's ``init_dist(launcher, **env_cfg.dist_cfg)``, without a GPU gloo
+    (:func:`prepare_cpu_distributed`). The Runner then finds it and creates none. The checks
+    of the data then run once per machine, the other processes waiting for the outcome."""
+    from .engine import prepare_cpu_distributed
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or _in_process_group() or prepare_cpu_distributed(cfg):
+        return
+    from mmengine.dist import init_dist
+    init_dist(launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+
+
+def check_data(cfg: Config, splits) -> None:
+    """The checks of the data's content before training or testing
+    (:func:`~mmdualtoken.datasets.checks.check_datasets`), once per machine."""
+    join_process_group(cfg)
+    with distributed_timeout_as_fault(cfg):
+        once_per_node(check_datasets, cfg, splits)
+
+
 def build_runner(cfg: Config):
     """Build the Runner the config asks for (``runner_type``) or mmengine's default.
 
@@ -183,8 +204,12 @@ AMP_WRAPPERS = ('AmpOptimWrapper', 'CPUAmpOptimWrapper')
 
 
 def enable_amp(cfg: Config) -> str:
-    """--amp: fp16 with loss scaling on GPUs (mmengine's AmpOptimWrapper), bf16 autocast on
-    CPU (:class:`CPUAmpOptimWrapper`). Returns the wrapper type chosen."""
+    """--amp: mixed precision with mmengine's AmpOptimWrapper on GPUs, in bf16 where the GPU
+    computes it natively (compute capability 8.0 and newer: A100, H100, RTX 30xx...), else
+    fp16; bf16 autocast on CPU (:class:`CPUAmpOptimWrapper`). The loss scaler stays on
+    (mmengine's ``loss_scale='dynamic'``): bf16 needs no scaling, but the scaler also skips a
+    step whose gradients hold NaN or Inf. Without --amp training is fp32, as mmpretrain's
+    configs of this class train (docs/training.md, "Precision"). Returns the wrapper type."""
     from mmengine.logging import print_log
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper in AMP_WRAPPERS:
@@ -196,10 +221,12 @@ def enable_amp(cfg: Config) -> str:
     if torch.cuda.is_available():
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        native_bf16 = torch.cuda.get_device_capability()[0] >= 8
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16' if native_bf16 else 'float16')
     else:
         cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
         cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
-    print_log(f'--amp: {cfg.optim_wrapper.type}', logger='current')
+    print_log(f'--amp: {cfg.optim_wrapper.type}, {cfg.optim_wrapper.dtype}', logger='current')
     return cfg.optim_wrapper.type
 
 
@@ -305,7 +332,7 @@ def train_main(argv=None):
     splits = ['train', 'val'] if cfg.get('val_cfg') else ['train']
     check_dataset_paths(cfg, splits)
     check_pretrained_checkpoint(cfg)
-    check_datasets(cfg, splits)
+    check_data(cfg, splits)
     runner = build_runner(cfg)
     with distributed_timeout_as_fault(cfg):
         runner.train()
@@ -384,7 +411,7 @@ def test_main(argv=None):
     check_gpus_expected()
     cfg = load_config(args)
     check_dataset_paths(cfg, ['test'])
-    check_datasets(cfg, ['test'])
+    check_data(cfg, ['test'])
     if not osp.isfile(args.checkpoint):
         raise MissingFileError(f'Checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint

@@ -845,7 +845,7 @@ def test_tiny_detection_commands(tmp_path):
     out = ok(
         amp + cfg_options(*DET_SHORT, 'train_cfg.max_epochs=1') + ' --work-dir '
         'work_dirs/amp', tmp_path)
-    assert '--amp: CPUAmpOptimWrapper' in out
+    assert '--amp: CPUAmpOptimWrapper, bfloat16' in out
     assert (tmp_path / 'work_dirs' / 'amp' / 'epoch_1.pth').is_file()
 
 

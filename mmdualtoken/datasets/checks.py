@@ -8,20 +8,24 @@ many, and the first few): images it lists that do not exist, malformed entries, 
 of range. Images that the framework's own convention skips (mmdet's ``filter_empty_gt``) are
 logged with a count. What needs decoding (a truncated image, a segmentation map of another
 size) is checked when the sample is loaded, by the transforms of
-:mod:`mmdualtoken.datasets.transforms`.
+:mod:`mmdualtoken.datasets.transforms`. In a distributed run the checks run once per machine
+(:func:`once_per_node`), and image files are looked for by listing each folder once.
 """
 import importlib
 import json
 import math
+import os
 import os.path as osp
+import socket
 from numbers import Real
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.fileio import list_from_file
 from mmengine.logging import print_log
 
-from ..errors import BadDataError
+from ..errors import BadDataError, LaunchError
 
 EXAMPLES = 3  # how many offending entries a message names
 
@@ -209,33 +213,60 @@ def check_segmentation(dataset, findings: Findings) -> None:
             findings.add('images without their segmentation map', info['seg_map_path'])
 
 
+def missing_files(prefix: str, names) -> list:
+    """The paths ``osp.join(prefix, name)`` of ``names`` that are not files.
+
+    Each folder is listed once (``os.scandir``: one call for its whole listing, where a stat
+    per file costs one call each, a network round trip on a network file system). A name the
+    listing does not show as a file is looked at with ``osp.isfile``, so the answer is
+    ``osp.isfile``'s (symbolic links, case-insensitive file systems).
+    """
+    by_folder: Dict[str, List[str]] = {}
+    for name in names:  # 'n01440764/x.JPEG': folder 'n01440764', relative to prefix
+        folder, _, base = name.rpartition('/')
+        by_folder.setdefault(folder, []).append(base)
+    missing = []
+    for folder, bases in by_folder.items():
+        folder = osp.join(prefix, folder)
+        try:
+            with os.scandir(folder or '.') as entries:
+                files = {e.name for e in entries if e.is_file()}
+        except OSError:  # missing, not a folder, not readable: isfile decides each path
+            files = set()
+        missing += [
+            osp.join(folder, base) for base in bases
+            if base not in files and not osp.isfile(osp.join(folder, base))
+        ]
+    return missing
+
+
 def check_classification(dataset, findings: Findings) -> None:
     """mmpretrain's CustomDataset family with an ann_file: every line is ``<path> <label>``
     (as mmpretrain splits it), each label is a class index, each file exists."""
     if not dataset.ann_file:
         return  # samples found by scanning the folders: they exist and are labelled
     classes = dataset.CLASSES
-    local = _is_local(dataset)
+    names = []
     for number, line in enumerate(list_from_file(dataset.ann_file), start=1):
-        entry = f'line {number} {line!r}'
         if dataset.with_label:
-            parts = line.strip().rsplit(' ', 1)
-            if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
-                findings.add("malformed lines (expected '<path> <integer label>')", entry)
+            filename, _, label = line.strip().rpartition(' ')
+            if not filename or not label.lstrip('-').isdigit():
+                findings.add("malformed lines (expected '<path> <integer label>')",
+                             f'line {number} {line!r}')
                 continue
-            filename, label = parts[0], int(parts[1])
-            if classes is not None and not 0 <= label < len(classes):
+            if classes is not None and not 0 <= int(label) < len(classes):
                 findings.add(
                     f'labels out of range for {len(classes)} classes '
-                    f'(0..{len(classes) - 1})', entry)
+                    f'(0..{len(classes) - 1})', f'line {number} {line!r}')
                 continue
         else:
             filename = line.strip()
             if not filename:
                 findings.add('empty lines', f'line {number}')
                 continue
-        path = osp.join(dataset.img_prefix, filename)
-        if local and not osp.isfile(path):
+        names.append(filename)
+    if _is_local(dataset):
+        for path in missing_files(dataset.img_prefix, names):
             findings.add('images it lists that do not exist', path)
 
 
@@ -245,6 +276,43 @@ CHECKS = {
     'mmseg': ('mmseg.datasets', 'BaseSegDataset', check_segmentation),
     'mmpretrain': ('mmpretrain.datasets', 'CustomDataset', check_classification),
 }
+
+
+def once_per_node(check, *args) -> None:
+    """Run ``check(*args)`` in one process per machine of a distributed run; every process
+    returns, or raises the first failure of the run.
+
+    In each machine's lowest rank (ranks grouped by host name, so any launcher works) the
+    check runs; the others wait for the outcome in a collective (all_gather_object). The
+    process whose check failed raises its own exception; the others raise the same
+    :class:`~mmdualtoken.errors.LaunchError` type with its message, or a LaunchError naming
+    the rank and the exception otherwise. Every process reaches the collective whatever
+    happened, so none waits until the timeout. Outside a process group it just runs.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return check(*args)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    hosts = [None] * world
+    dist.all_gather_object(hosts, socket.gethostname())
+    failure, outcome = None, None
+    if hosts.index(hosts[rank]) == rank:
+        try:
+            check(*args)
+        except Exception as error:  # handed to every rank below, then raised
+            failure = error
+            kind = type(error) if isinstance(error, LaunchError) else None
+            message = str(error) if kind else f'{type(error).__name__}: {error}'
+            outcome = (kind, message, rank, hosts[rank])
+    outcomes = [None] * world
+    dist.all_gather_object(outcomes, outcome)
+    if failure is not None:
+        raise failure
+    first = next((o for o in outcomes if o is not None), None)
+    if first is not None:
+        kind, message, where, host = first
+        if kind is None:
+            message = f'the checks before training failed in rank {where} ({host}): {message}'
+        raise (kind or LaunchError)(message)
 
 
 def check_datasets(cfg: Config, splits) -> None:

@@ -14,8 +14,9 @@ models of the three frameworks (their ``train_step`` returns mmengine's ``log_va
 * ``on_nonfinite='skip'`` leaves the weights and the optimizer state as they were: an
   optimizer step pre-hook drops the gradients (``grad = None``, which torch's optimizers
   skip) when any of them is NaN or Inf. The gradients are the same on every rank after
-  DDP's all-reduce, so all ranks skip together. ``max_consecutive_skips`` skipped steps in a
-  row stop the run as ``'stop'`` would. (mmengine's AmpOptimWrapper on GPUs already skips
+  DDP's all-reduce, so all ranks skip together. The check is one fused kernel per device
+  and dtype and one synchronisation (:func:`all_finite`). ``max_consecutive_skips`` skipped
+  steps in a row stop the run as ``'stop'`` would. (mmengine's AmpOptimWrapper on GPUs already skips
   steps with non-finite gradients through its loss scaler.)
 * whatever the mode, :meth:`before_save_checkpoint` refuses (raises) to save a checkpoint
   whose weights hold NaN or Inf.
@@ -44,6 +45,20 @@ def nonfinite_tensors(state_dict: dict) -> list:
         name for name, t in state_dict.items() if isinstance(t, torch.Tensor)
         and t.is_floating_point() and not bool(torch.isfinite(t).all())
     ]
+
+
+def all_finite(tensors: list) -> bool:
+    """Whether every element of ``tensors`` is finite, in one fused check per device and
+    dtype and one synchronisation: the largest absolute value of each tensor
+    (``torch._foreach_norm`` with ord=inf, one multi-tensor kernel on GPUs, the kernel
+    ``clip_grad_norm_`` uses) is NaN or Inf exactly when the tensor holds a NaN or an Inf, and
+    a finite maximum cannot overflow."""
+    groups = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    maxima = [torch.stack(torch._foreach_norm(g, float('inf'))).max() for g in groups.values()]
+    device = maxima[0].device
+    return bool(torch.isfinite(torch.stack([m.to(device) for m in maxima])).all())
 
 
 @HOOKS.register_module()
@@ -92,10 +107,7 @@ class FiniteLossHook(Hook):
             p.grad for group in optimizer.param_groups for p in group['params']
             if p.grad is not None
         ]
-        if not grads:
-            return None
-        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if not bool(finite):
+        if grads and not all_finite(grads):
             for group in optimizer.param_groups:
                 for p in group['params']:
                     p.grad = None  # torch's optimizers leave parameters without grad as is

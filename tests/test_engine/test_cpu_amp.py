@@ -1,4 +1,5 @@
-"""--amp: one flag, fp16 + loss scaling on GPUs, bf16 autocast on CPU."""
+"""--amp: one flag, bf16 (fp16 on GPUs older than Ampere) + loss scaling on GPUs, bf16
+autocast on CPU."""
 import pytest
 import torch
 from mmengine.config import Config
@@ -12,18 +13,24 @@ def config(**optim_wrapper):
     return Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3), **optim_wrapper)))
 
 
-@pytest.mark.parametrize('cuda, wrapper', [(True, 'AmpOptimWrapper'),
-                                           (False, 'CPUAmpOptimWrapper')])
-def test_amp_picks_the_wrapper_of_the_machine(monkeypatch, cuda, wrapper):
+@pytest.mark.parametrize('cuda, capability, wrapper, dtype', [
+    (True, (9, 0), 'AmpOptimWrapper', 'bfloat16'),  # H100
+    (True, (8, 0), 'AmpOptimWrapper', 'bfloat16'),  # A100
+    (True, (7, 0), 'AmpOptimWrapper', 'float16'),  # V100: no native bf16
+    (False, None, 'CPUAmpOptimWrapper', 'bfloat16')
+])
+def test_amp_picks_the_wrapper_and_precision_of_the_machine(monkeypatch, cuda, capability,
+                                                            wrapper, dtype):
+    """Stand-ins: torch.cuda's answers on GPUs of those compute capabilities."""
     from mmengine.logging import MMLogger
     MMLogger.get_instance('test_amp')  # the logger exists before CUDA is faked
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda *_: capability)
     cfg = config()
     assert enable_amp(cfg) == wrapper == cfg.optim_wrapper.type
-    if cuda:  # mmengine's GPU path, unchanged
+    assert cfg.optim_wrapper.dtype == dtype
+    if cuda:  # mmengine's GPU wrapper, its loss scaler on
         assert cfg.optim_wrapper.loss_scale == 'dynamic'
-    else:
-        assert cfg.optim_wrapper.dtype == 'bfloat16'
 
 
 def test_amp_keeps_a_configured_amp_wrapper_and_refuses_others():

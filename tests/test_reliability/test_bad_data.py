@@ -358,3 +358,26 @@ def test_truncation_check_reads_the_end_only_and_lets_pil_decide():
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, 'JPEG')
     assert truncation(buffer.getvalue() + b'APPENDED TRAILER ' * 8) is None
+
+
+def test_classification_image_missing_under_torchrun_stops_every_rank(tmp_path):
+    """tools/dist_train.sh, 2 processes on one machine: the data is checked once (by local
+    rank 0; tests/test_reliability/test_checks_once_per_node.py shows every rank gets the
+    outcome), and the job stops before training with the line. torchrun ends the other rank
+    as soon as one exits, so the test asks for the line at least once."""
+    from helpers import free_port, run_process_tree
+    work = tiny_data(tmp_path, 'imagenet')
+    os.remove(osp.join(work, IMAGENET, 'train', 'blue_stripes', 'train_000002.JPEG'))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', PYTHON=sys.executable,
+               PORT=str(free_port()))
+    cmd = [
+        osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
+        config('tiny/dualtoken_s_in1k_tiny.py'), '2', '--work-dir',
+        osp.join(work, 'work_dir'), '--cfg-options', *SHORT['tiny/dualtoken_s_in1k_tiny.py']
+    ]
+    proc = run_process_tree(cmd, cwd=work, env=env, timeout=300)
+    output = proc.stdout + proc.stderr
+    expected = (f'error: Bad data in train_dataloader.dataset ({META}): images it lists that '
+                f'do not exist (1): {IMAGENET}/train/blue_stripes/train_000002.JPEG')
+    assert proc.returncode != 0 and expected in output, output[-3000:]
+    assert trained_iterations(proc) == 0 and 'Traceback' not in proc.stdout

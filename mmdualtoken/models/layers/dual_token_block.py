@@ -4,10 +4,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks import DropPath
 
 from .bidim_attention import BiDimAttention
 from .conv_encoder import ConvEncoder
+from .drop_path import ResidualDropPath
 from .global_token_module import GlobalTokenModule
 from .mlp import Mlp
 from .window_attention import WindowSelfAttention
@@ -81,13 +81,13 @@ class DualTokenBlock(nn.Module):
         self.ffn_norm = build_norm_layer(norm_cfg, channels)[1]
         self.ffn = Mlp(channels, mlp_ratio, act_cfg)
         self.bidim_attn = BiDimAttention(channels, norm_cfg=norm_cfg, act_cfg=act_cfg)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = ResidualDropPath(drop_path)
 
     def forward(self, x: torch.Tensor, tokens: Optional[torch.Tensor]) -> tuple:
         """x: (B, H, W, C) image tokens; tokens: global tokens or None -> (x, tokens)."""
-        x = x + self.drop_path(self.local(x))
+        x = self.drop_path(x, self.local(x))
         if self.global_module is not None:
             x_global, tokens = self.global_module(x, tokens)
-            x = x + self.drop_path(x_global)
-        x = x + self.drop_path(self.bidim_attn(self.ffn(self.ffn_norm(x))))
+            x = self.drop_path(x, x_global)
+        x = self.drop_path(x, self.bidim_attn(self.ffn(self.ffn_norm(x))))
         return x, tokens

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
-from mmcv.cnn.bricks import DropPath
 
 from .attention import MultiheadCrossAttention, MultiheadSelfAttention
+from .drop_path import ResidualDropPath
 from .mlp import MixMlp, TokenMlp
 from .token_grid import (average_pool_token_grid, resize_token_grid, sizes_are_concrete,
                          tokens_to_nchw)
@@ -228,7 +228,7 @@ class GlobalTokenModule(nn.Module):
         self.query_norm = build_norm_layer(norm_cfg, channels)[1]
         self.context_norm = build_norm_layer(norm_cfg, channels)[1]
         self.broadcast = MultiheadCrossAttention(channels, num_heads)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = ResidualDropPath(drop_path)
 
     def token_grid(self, h, w) -> tuple:
         """The grid of the position-aware tokens for an X_ds of h x w (ints, or sizes that
@@ -249,19 +249,19 @@ class GlobalTokenModule(nn.Module):
         x_ds = self.downsample(x_local)
         h, w = x_ds.shape[1:3]
         seq = x_ds.reshape(B, h * w, C)
-        x_ga = seq + self.drop_path(self.aggregate(self.aggregate_norm(seq)))
+        x_ga = self.drop_path(seq, self.aggregate(self.aggregate_norm(seq)))
         if self.fusion == 'weighted_sum':
             grid = self.token_grid(h, w)
             tokens = resize_token_grid(tokens, grid)
             x_ga = resize_token_grid(x_ga.view(B, h, w, C), grid)
-            fused = x_ga * self.weight_aggregated + tokens * self.weight_tokens
+            fused = torch.addcmul(tokens * self.weight_tokens, x_ga, self.weight_aggregated)
         else:
             grid = tokens.shape[1:3]
             queries = self.fuse_norm(tokens).reshape(-1, grid[0] * grid[1], C)
             context = torch.cat([self.fuse_norm(x_ga), queries.expand(B, -1, -1)], dim=1)
             update = self.fuse(queries.expand(B, -1, -1), context).view(B, *grid, C)
-            fused = tokens + self.drop_path(update)
-        new_tokens = fused + self.drop_path(self.token_mlp(fused))
+            fused = self.drop_path(tokens, update)
+        new_tokens = self.drop_path(fused, self.token_mlp(fused))
         gh, gw = new_tokens.shape[1:3]
         context = self.context_norm(new_tokens).reshape(B, gh * gw, C)
         x_global = self.broadcast(self.query_norm(x_local).reshape(B, H * W, C), context)
