@@ -4,6 +4,7 @@ ONNX export: tests/test_models/test_onnx_export.py.
 """
 import pytest
 import torch
+from helpers import config
 
 from mmdualtoken.models import DualTokenViT
 
@@ -67,3 +68,32 @@ def test_torch_compile_trains_at_a_fixed_size_and_at_changing_sizes():
         sum(o.square().mean() for o in outs).backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind, size', [('classification', (224, 224)),
+                                        ('detection, token budget', (512, 640))])
+def test_the_backbone_compiles_to_one_graph_forward_and_backward(kind, size):
+    """``--compile``, the GPU training path (docs/training.md): dynamo captures the whole
+    backbone in one graph (``fullgraph=True`` raises at any graph break) and AOTAutograd its
+    backward, for S as ImageNet trains it and as the detection configs build it, with the token
+    budget engaged (at 512x640 stage 1's X_ds has 16x20 = 320 > 196 tokens). aot_eager: the
+    capture inductor compiles from, without the device-specific code generation."""
+    from mmengine.config import Config
+    if kind == 'classification':
+        cfg = dict(arch='small', out_indices=(2, ), gap_before_final_norm=True, drop_path_rate=.1)
+    else:
+        cfg = Config.fromfile(config('_base_/models/dualtoken_s_det_backbone.py'))
+        cfg = dict(cfg.dualtoken_s_det_backbone, init_cfg=None)
+        cfg.pop('type')
+        assert cfg['max_global_tokens'] == 196
+    torch.manual_seed(0)
+    model = DualTokenViT(**cfg).train()
+    torch._dynamo.reset()
+    stats = torch._dynamo.utils.counters['stats']
+    graphs = stats['unique_graphs']
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True, dynamic=False)
+    outs = compiled(torch.rand(1, 3, *size))
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert stats['unique_graphs'] - graphs == 1

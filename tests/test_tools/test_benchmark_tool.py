@@ -20,6 +20,30 @@ def table_rows(text: str, section: str) -> dict:
 
 
 @pytest.mark.slow
+def test_the_kernel_counts_of_the_docs_are_recomputed(tmp_path):
+    """``kernels --out`` rewrites its section of a report and nothing else: run on a copy of
+    docs/benchmark.md it gives the eager counts, graphs and graph breaks the page quotes (they
+    depend on the code and torch's version, not on the run); the inductor columns, left out
+    here (minutes of compilation), become '-'."""
+    page = osp.join(REPO_ROOT, 'docs', 'benchmark.md')
+    copy = tmp_path / 'benchmark.md'
+    with open(page) as f:
+        text = f.read()
+    copy.write_text(text)
+    run_tool(TOOL, 'kernels', '--out', str(copy), cwd=str(tmp_path), timeout=900)
+    title = '## Kernels per training step'
+    quoted, recomputed = table_rows(text, title), table_rows(copy.read_text(), title)
+    assert list(quoted) == list(recomputed) == ['DualToken-ViT-T', 'DualToken-ViT-S', 'ResNet-18',
+                                                'EdgeNeXt-small', 'EfficientFormer-L1',
+                                                'ConvNeXt-V2-femto']
+    for name in quoted:
+        assert quoted[name][:4] == recomputed[name][:4], name
+        assert quoted[name][4:] != ['-', '-'] and recomputed[name][4:] == ['-', '-'], name
+    before, after = (t.split(title)[0] for t in (text, copy.read_text()))
+    assert before == after and text.endswith(copy.read_text().split('\n## Rerun')[1])
+
+
+@pytest.mark.slow
 def test_quick_run_writes_the_report(tmp_path):
     out = tmp_path / 'report' / 'bench.md'  # a folder that does not exist yet
     proc = run_tool(
@@ -59,6 +83,11 @@ def test_quick_run_writes_the_report(tmp_path):
     assert list(retinanet) == ['DualToken-ViT-S', 'ResNet-18']
     for speed, peak in [*training.values(), *retinanet.values()]:
         assert re.fullmatch(number, speed) and peak == '-', (speed, peak)
+    kernels = table_rows(text, '## Kernels per training step')
+    assert list(kernels) == ['DualToken-ViT-S', 'ResNet-18']
+    for fwd, step, graphs, breaks, generated, extern in kernels.values():
+        assert 0 < int(fwd) < int(step) and (graphs, breaks) == ('1', '0')
+        assert generated == extern == '-'  # without --inductor
     assert not re.search(r'target|floor|issue', text, re.IGNORECASE)
     assert text.rstrip().endswith('    python tools/analysis/benchmark.py --out docs/benchmark.md')
     for progress in ('inference, batch 2',

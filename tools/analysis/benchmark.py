@@ -28,6 +28,7 @@ from multiprocessing import get_context
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdualtoken import DualTokenViT
 from mmdualtoken.deploy import export_onnx, fuse_for_cpu
@@ -345,6 +346,8 @@ def cpu_benchmark(args) -> dict:
         log(f'peak memory, {"training step" if kind == "cls" else "RetinaNet"}: {name}')
         res.setdefault(f'{kind}_peak', {})[name] = peak_rss_gib(training_worker, kind, name, *job,
                                                                 args.threads)
+    if not args.skip_kernels:
+        res.update(kernel_counts(args))
     return res
 
 
@@ -391,6 +394,116 @@ def sdpa_profile(model, x, dtype) -> str:
     found = sdpa_kinds(e.key for e in p.key_averages())
     return '; '.join(f'{k}: ' + ', '.join(f'`{n[:70]}`' for n in sorted(set(v))[:3])
                      for k, v in found.items()) or 'no SDPA call found'
+
+
+# ----------------------------------------------------------------------------- kernels
+# aten ops that compute nothing: views are excluded by their schema, these by name
+NO_KERNEL = frozenset(('empty', 'new_empty', 'empty_strided', 'new_empty_strided', 'empty_like',
+                       'detach', 'alias', 'lift_fresh', '_unsafe_view'))
+# the post-grad graph nodes inductor runs as library calls, not as kernels it generates:
+# GEMMs by name, convolutions and attention (forward and backward) by part of the name
+EXTERN, EXTERN_PARTS = frozenset(('mm', 'addmm', 'bmm', 'baddbmm')), ('convolution', 'attention')
+
+
+def is_extern(node) -> bool:
+    name = getattr(getattr(node.target, 'overloadpacket', None), '__name__', '')
+    return node.op == 'call_function' and (name in EXTERN or any(p in name for p in EXTERN_PARTS))
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops that reach the dispatcher and compute (device-independent: on a GPU
+    each launches at least one kernel): views and bare allocations are left out."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view and func.overloadpacket.__name__ not in NO_KERNEL
+        return func(*args, **(kwargs or {}))
+
+
+def eager_ops(model, x, y) -> tuple:
+    """Ops of one training-mode forward, and of forward, cross-entropy and backward."""
+    model.train()
+    with OpCounter() as forward:
+        model(x)
+    with OpCounter() as step:
+        F.cross_entropy(model(x), y).backward()
+    return forward.count, step.count
+
+
+def compiled_counts(model, x, y, inductor: bool) -> tuple:
+    """torch.compile of the classifier: graphs and graph breaks of its forward
+    (``torch._dynamo.explain``), then with ``inductor`` the kernels inductor generates for
+    forward and backward, and its library calls (GEMMs, convolutions, attention)."""
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model.train())(x)
+    graphs, breaks = explained.graph_count, explained.graph_break_count
+    if not inductor:
+        return graphs, breaks, '-', '-'
+    import torch._inductor.config as inductor_config
+    from torch._inductor import metrics
+    extern = []
+
+    def count_extern(graph):
+        extern.extend(filter(is_extern, graph.nodes))
+
+    torch._dynamo.reset()
+    metrics.reset()
+    with inductor_config.patch(post_grad_custom_post_pass=count_extern):
+        F.cross_entropy(torch.compile(model)(x), y).backward()
+    return graphs, breaks, metrics.generated_kernel_count, len(extern)
+
+
+def kernel_counts(args) -> dict:
+    """{column: {model: count}}: eager ops and compiled graphs, breaks and kernels of each
+    classifier at ``args.size``, batch ``args.kernel_batch``."""
+    res = {k: {} for k in ('fwd', 'step', 'graphs', 'breaks', 'generated', 'extern')}
+    x, y = batch((args.size, args.size), args.kernel_batch)
+    for name in tqdm(args.models, desc='kernel counts'):
+        model = classifier(name)
+        res['fwd'][name], res['step'][name] = eager_ops(model, x, y)
+        counts = compiled_counts(model, x, y, args.inductor)
+        for key, value in zip(('graphs', 'breaks', 'generated', 'extern'), counts):
+            res[key][name] = value
+    return res
+
+
+def kernel_section(res: dict, args) -> tuple:
+    """The report section of :func:`kernel_counts`' results."""
+    text = (f'Device-independent counts for one training step of each classifier at '
+            f'{args.size}x{args.size} (batch {args.kernel_batch}; the counts do not depend on '
+            'it), training mode. Eager: the aten ops that reach the dispatcher and compute '
+            '(views and bare allocations left out), each at least one kernel launch on a GPU, '
+            'in a forward, and in forward, cross-entropy and backward (no optimizer). '
+            '`torch.compile`: the graphs and graph breaks dynamo finds in the forward; with '
+            '`--inductor`, the kernels inductor generates for forward and backward on this '
+            "machine's C++ backend (a GPU's Triton backend fuses differently) and the library "
+            'calls it makes (GEMMs, convolutions, attention). Rewrite this section alone with '
+            f'`python tools/analysis/benchmark.py kernels{" --inductor" * args.inductor} --out '
+            'docs/benchmark.md`.')
+    header = ['model', 'eager ops, forward', 'eager ops, forward + backward', 'compiled graphs',
+              'graph breaks', 'inductor kernels', 'inductor library calls']
+    columns = [(k, '') for k in ('fwd', 'step', 'graphs', 'breaks', 'generated', 'extern')]
+    return (KERNELS_TITLE, text, header, args.models, columns)
+
+
+KERNELS_TITLE = 'Kernels per training step'
+
+
+def splice_section(path: str, section: str) -> str:
+    """The markdown of ``path`` with its section of the same title replaced by ``section``
+    (or ``section`` placed before '## Rerun')."""
+    with open(path) as f:
+        text = f.read()
+    title = section.split('\n', 1)[0]
+    start = text.find(title + '\n')
+    if start < 0:
+        start = end = text.index('## Rerun')
+    else:
+        end = text.index('\n## ', start + len(title)) + 1
+    return text[:start] + section + '\n' + text[end:]
 
 
 def gpu_benchmark(args) -> dict:
@@ -524,13 +637,19 @@ def report(res: dict, args, title: str, bullets: list, sections: list, rerun: st
     lines.append(f'- Timing: 2 warm-up calls, then {args.repeats} interleaved '
                  'rounds (each model once per round); a figure is the median, the spread in '
                  'brackets (max - min) / median.')
-    for title, text, header, rows, columns in sections:
-        lines += ['', f'## {title}', '', text, '', '| ' + ' | '.join(header) + ' |']
-        lines.append('|---' * len(header) + '|')
-        for n in rows:
-            lines.append(f'| {n} | ' + ' | '.join(cell(res, k, n, f) for k, f in columns) + ' |')
+    for section in sections:
+        lines += [''] + section_lines(res, *section)
     lines += ['', '## Rerun', '', f'    python tools/analysis/benchmark.py {rerun}']
     return '\n'.join(lines) + '\n'
+
+
+def section_lines(res: dict, title: str, text: str, header: list, rows, columns) -> list:
+    """A report section: its title, text, and the table of ``rows`` (columns: (result key,
+    format) of each cell after the row's name)."""
+    lines = [f'## {title}', '', text, '', '| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
+    for n in rows:
+        lines.append(f'| {n} | ' + ' | '.join(cell(res, k, n, f) for k, f in columns) + ' |')
+    return lines
 
 
 def render(res: dict, args) -> str:
@@ -563,6 +682,8 @@ def render(res: dict, args) -> str:
         sections.append(
             (f'{title} {args.det_batch}', text, header, RETINANET, [('det', '.3f'),
                                                                     ('det_peak', '.2f')]))
+    if 'fwd' in res:
+        sections.append(kernel_section(res, args))
     return report(res, args, 'CPU benchmark', [f'Threads: {args.threads}.'], sections,
                   '--out docs/benchmark.md')
 
@@ -624,10 +745,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     """One parser; its command ``cpu`` is the default, ``gpu`` beside it."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    commands = parser.add_subparsers(dest='command', metavar='{cpu,gpu}')
+    commands = parser.add_subparsers(dest='command', metavar='{cpu,gpu,kernels}')
     cpu = commands.add_parser('cpu', help='CPU fp32 inference and training (the default)')
     gpu = commands.add_parser('gpu', help='one GPU: correctness, AMP, speed and memory')
-    for command in (cpu, gpu):
+    kernels = commands.add_parser(
+        'kernels', help="kernel counts alone, written into --out's section of them")
+    for command in (cpu, gpu, kernels):
         command.add_argument('--out', help='markdown report to write')
         command.add_argument(
             '--models', nargs='+', choices=[*OURS, *PEERS], default=[*OURS, *PEERS])
@@ -642,15 +765,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     for command, ints in ((cpu, CPU_INTS), (gpu, GPU_INTS)):
         for flag, default in ints.items():
             command.add_argument(f'--{flag.replace("_", "-")}', type=positive, default=default)
-    for what in ('onnx', 'det', 'memory'):  # ONNX Runtime, RetinaNet, peak memory
+    for what in ('onnx', 'det', 'memory', 'kernels'):  # ORT, RetinaNet, peak memory, counts
         cpu.add_argument(f'--skip-{what}', action='store_true')
+    for command in (cpu, kernels):
+        command.add_argument(
+            '--inductor', action='store_true', help='count the kernels inductor generates '
+            '(compiles forward and backward of every model: minutes each)')
+        command.add_argument('--kernel-batch', type=positive, default=2)
+    kernels.add_argument('--size', type=positive, default=224)
+    kernels.set_defaults(device='cpu')
     gpu.set_defaults(budget=None)  # budget: the detection configs'
     cpu.set_defaults(device='cpu')
     if not argv or argv[0] not in commands.choices and argv[0] not in ('-h', '--help'):
         argv.insert(0, 'cpu')
     args = parser.parse_args(argv)
     args.argv = argv[1:]
-    vars(args).update((GPU_QUICK if args.command == 'gpu' else QUICK) if args.quick else {})
+    if args.quick:
+        vars(args).update(GPU_QUICK if args.command == 'gpu' else QUICK)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('CUDA is not available here: --device cpu runs the code path')
     # the cpu inference rows: each model, and each of ours also converted by fuse_for_cpu
@@ -662,8 +793,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.out:  # fail now, not after minutes of timing
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    res = {'cpu': cpu_benchmark, 'gpu': gpu_benchmark}[args.command](args)
-    text = (render if args.command == 'cpu' else render_gpu)(res, args)
+    if args.command == 'kernels':
+        res = kernel_counts(args)
+        text = '\n'.join(section_lines(res, *kernel_section(res, args))) + '\n'
+        if args.out and osp.isfile(args.out):  # the report's section, the rest kept
+            text = splice_section(args.out, text)
+    else:
+        res = {'cpu': cpu_benchmark, 'gpu': gpu_benchmark}[args.command](args)
+        text = (render if args.command == 'cpu' else render_gpu)(res, args)
     if not args.out:
         return print(text)
     with open(args.out, 'w') as f:
