@@ -59,6 +59,8 @@ def test_bad_arch(arch, message):
     (dict(grid_size=0), 'grid_size must be a positive int'),
     (dict(max_global_tokens=0), 'max_global_tokens must be None'),
     (dict(downsample_steps=(2, 1)), 'downsample_steps must be 3 ints'),
+    (dict(drop_path_rate=1.), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(drop_path_rate=-.1), r'drop_path_rate must be in \[0, 1\)'),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -252,6 +254,22 @@ def test_drop_path_rates_increase_linearly():
     rates = [getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages for b in s.blocks]
     assert rates[0] == 0 and rates[-1] == pytest.approx(0.3)
     torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, len(rates)))
+
+
+def test_residual_drop_path_is_mmcv_drop_path_plus_the_residual():
+    """x + DropPath(branch) in one addcmul: each sample's branch either dropped or scaled by
+    1 / (1 - p), about p of them dropped; in evaluation the plain sum."""
+    from mmdualtoken.models.layers import ResidualDropPath
+    drop = ResidualDropPath(0.25).train()
+    x, branch = torch.randn(4000, 3, 5), torch.randn(4000, 3, 5)
+    torch.manual_seed(0)
+    out = drop(x, branch)
+    kept = torch.isclose(out, x + branch / 0.75, rtol=1e-6, atol=1e-6).flatten(1).all(1)
+    dropped = torch.equal(out[~kept], x[~kept])
+    assert dropped and abs((~kept).float().mean().item() - 0.25) < 0.03
+    assert torch.equal(drop.eval()(x, branch), x + branch)
+    with pytest.raises(ValueError, match=r'drop_prob must be in \[0, 1\), got 1.0'):
+        ResidualDropPath(1.)
 
 
 def test_drop_path_is_random_in_training_and_off_in_eval():

@@ -286,6 +286,9 @@ class DualTokenViT(BaseModule):
                              f'{downsample_steps!r}')
         if in_channels < 1:
             raise ValueError(f'in_channels must be a positive int, got {in_channels!r}')
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f'drop_path_rate must be in [0, 1) (the probability of dropping '
+                             f'the last block\'s branches), got {drop_path_rate!r}')
         self.in_channels = in_channels
         self.downsample_steps = tuple(downsample_steps)
         self.out_indices = self._parse_out_indices(out_indices)
