@@ -47,8 +47,12 @@ class ScriptedTop1(BaseMetric):
 def test_classification_keeps_the_last_three_checkpoints_and_the_best(tmp_path, monkeypatch):
     hook = Config.fromfile(config('dualtoken_s_in1k.py')).default_hooks.checkpoint.to_dict()
     hook.pop('_scope_', None)  # mmpretrain's, from the config's _base_
-    assert hook == dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
-                        save_best='accuracy/top1', rule='greater')
+    assert hook == dict(
+        type='AtomicCheckpointHook',
+        interval=1,
+        max_keep_ckpts=3,
+        save_best='accuracy/top1',
+        rule='greater')
     written = []  # (file written, the best checkpoints in the folder while it was written)
     write = atomic_checkpoint.atomic_write
 
@@ -60,8 +64,7 @@ def test_classification_keeps_the_last_three_checkpoints_and_the_best(tmp_path, 
     monkeypatch.setattr(atomic_checkpoint, 'atomic_write', recording_write)
     monkeypatch.setattr(ScriptedTop1, 'evaluations', 0)
     samples = [torch.zeros(1)] * 2
-    loader = dict(dataset=samples, batch_size=1, sampler=dict(type='DefaultSampler',
-                                                              shuffle=False))
+    loader = dict(dataset=samples, batch_size=1, sampler=dict(type='DefaultSampler', shuffle=False))
     runner = Runner(
         model=OneWeight(),
         work_dir=str(tmp_path),
@@ -93,4 +96,3 @@ def test_removals_wait_until_the_context_ends(tmp_path):
     assert not old.exists() and new.read_bytes() == b'2'
     backend.remove(str(new))  # outside the context: at once
     assert not new.exists()
-

@@ -13,14 +13,16 @@ def config(**optim_wrapper):
     return Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3), **optim_wrapper)))
 
 
-@pytest.mark.parametrize('cuda, capability, wrapper, dtype', [
-    (True, (9, 0), 'AmpOptimWrapper', 'bfloat16'),  # H100
-    (True, (8, 0), 'AmpOptimWrapper', 'bfloat16'),  # A100
-    (True, (7, 0), 'AmpOptimWrapper', 'float16'),  # V100: no native bf16
-    (False, None, 'CPUAmpOptimWrapper', 'bfloat16')
-])
-def test_amp_picks_the_wrapper_and_precision_of_the_machine(monkeypatch, cuda, capability,
-                                                            wrapper, dtype):
+@pytest.mark.parametrize(
+    'cuda, capability, wrapper, dtype',
+    [
+        (True, (9, 0), 'AmpOptimWrapper', 'bfloat16'),  # H100
+        (True, (8, 0), 'AmpOptimWrapper', 'bfloat16'),  # A100
+        (True, (7, 0), 'AmpOptimWrapper', 'float16'),  # V100: no native bf16
+        (False, None, 'CPUAmpOptimWrapper', 'bfloat16')
+    ])
+def test_amp_picks_the_wrapper_and_precision_of_the_machine(monkeypatch, cuda, capability, wrapper,
+                                                            dtype):
     """Stand-ins: torch.cuda's answers on GPUs of those compute capabilities."""
     from mmengine.logging import MMLogger
     MMLogger.get_instance('test_amp')  # the logger exists before CUDA is faked

@@ -160,7 +160,12 @@ def test_scripts_ask_for_gpus_unless_gres_none(tmp_path, script, fourth):
     done = subprocess.run(
         run,
         env=dict(
-            environ, PATH=path, GRES='none', GPUS='4', GPUS_PER_NODE='2', CPUS_PER_TASK='5',
+            environ,
+            PATH=path,
+            GRES='none',
+            GPUS='4',
+            GPUS_PER_NODE='2',
+            CPUS_PER_TASK='5',
             SRUN_ARGS='--time=5 -l'),
         capture_output=True,
         text=True,

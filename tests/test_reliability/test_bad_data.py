@@ -368,8 +368,12 @@ def test_classification_image_missing_under_torchrun_stops_every_rank(tmp_path):
     from helpers import free_port, run_process_tree
     work = tiny_data(tmp_path, 'imagenet')
     os.remove(osp.join(work, IMAGENET, 'train', 'blue_stripes', 'train_000002.JPEG'))
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', PYTHON=sys.executable,
-               PORT=str(free_port()))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS='1',
+        PYTHONWARNINGS='ignore',
+        PYTHON=sys.executable,
+        PORT=str(free_port()))
     cmd = [
         osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
         config('tiny/dualtoken_s_in1k_tiny.py'), '2', '--work-dir',

@@ -54,8 +54,10 @@ def run_ranks(folder, hosts, failing=None):
 def test_one_machine_checks_once_and_every_rank_stops_with_its_error(tmp_path):
     checked, outcomes = run_ranks(tmp_path, ['node0', 'node0'], {0: 'bad data'})
     assert checked == [0]
-    assert outcomes == ['BadDataError: Bad data in train_dataloader.dataset (meta/train.txt): '
-                        '...'] * 2
+    assert outcomes == [
+        'BadDataError: Bad data in train_dataloader.dataset (meta/train.txt): '
+        '...'
+    ] * 2
 
 
 def test_each_machine_checks_and_a_failure_anywhere_stops_every_rank(tmp_path):
@@ -84,9 +86,12 @@ def test_missing_files_answers_as_isfile_does(tmp_path):
     (tmp_path / 'a' / 'dir.jpg').mkdir()  # a folder is not a file
     (tmp_path / 'a' / 'link.jpg').symlink_to(tmp_path / 'a' / 'x.jpg')
     (tmp_path / 'top.jpg').write_bytes(b'')
-    names = ['a/x.jpg', 'a/dir.jpg', 'a/link.jpg', 'a/gone.jpg', 'b/y.jpg', 'top.jpg',
-             str(tmp_path / 'a' / 'x.jpg')]  # an absolute name, as osp.join keeps it
+    names = [
+        'a/x.jpg', 'a/dir.jpg', 'a/link.jpg', 'a/gone.jpg', 'b/y.jpg', 'top.jpg',
+        str(tmp_path / 'a' / 'x.jpg')
+    ]  # an absolute name, as osp.join keeps it
     assert missing_files(str(tmp_path), names) == [
-        str(tmp_path / 'a' / 'dir.jpg'), str(tmp_path / 'a' / 'gone.jpg'),
+        str(tmp_path / 'a' / 'dir.jpg'),
+        str(tmp_path / 'a' / 'gone.jpg'),
         str(tmp_path / 'b' / 'y.jpg')
     ]

@@ -33,9 +33,10 @@ def test_the_kernel_counts_of_the_docs_are_recomputed(tmp_path):
     run_tool(TOOL, 'kernels', '--out', str(copy), cwd=str(tmp_path), timeout=900)
     title = '## Kernels per training step'
     quoted, recomputed = table_rows(text, title), table_rows(copy.read_text(), title)
-    assert list(quoted) == list(recomputed) == ['DualToken-ViT-T', 'DualToken-ViT-S', 'ResNet-18',
-                                                'EdgeNeXt-small', 'EfficientFormer-L1',
-                                                'ConvNeXt-V2-femto']
+    assert list(quoted) == list(recomputed) == [
+        'DualToken-ViT-T', 'DualToken-ViT-S', 'ResNet-18', 'EdgeNeXt-small', 'EfficientFormer-L1',
+        'ConvNeXt-V2-femto'
+    ]
     for name in quoted:
         assert quoted[name][:4] == recomputed[name][:4], name
         assert quoted[name][4:] != ['-', '-'] and recomputed[name][4:] == ['-', '-'], name

@@ -483,8 +483,10 @@ def kernel_section(res: dict, args) -> tuple:
             'calls it makes (GEMMs, convolutions, attention). Rewrite this section alone with '
             f'`python tools/analysis/benchmark.py kernels{" --inductor" * args.inductor} --out '
             'docs/benchmark.md`.')
-    header = ['model', 'eager ops, forward', 'eager ops, forward + backward', 'compiled graphs',
-              'graph breaks', 'inductor kernels', 'inductor library calls']
+    header = [
+        'model', 'eager ops, forward', 'eager ops, forward + backward', 'compiled graphs',
+        'graph breaks', 'inductor kernels', 'inductor library calls'
+    ]
     columns = [(k, '') for k in ('fwd', 'step', 'graphs', 'breaks', 'generated', 'extern')]
     return (KERNELS_TITLE, text, header, args.models, columns)
 
@@ -646,7 +648,8 @@ def report(res: dict, args, title: str, bullets: list, sections: list, rerun: st
 def section_lines(res: dict, title: str, text: str, header: list, rows, columns) -> list:
     """A report section: its title, text, and the table of ``rows`` (columns: (result key,
     format) of each cell after the row's name)."""
-    lines = [f'## {title}', '', text, '', '| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
+    lines = [f'## {title}', '', text, '', '| ' + ' | '.join(header) + ' |']
+    lines.append('|---' * len(header) + '|')
     for n in rows:
         lines.append(f'| {n} | ' + ' | '.join(cell(res, k, n, f) for k, f in columns) + ' |')
     return lines
@@ -769,7 +772,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         cpu.add_argument(f'--skip-{what}', action='store_true')
     for command in (cpu, kernels):
         command.add_argument(
-            '--inductor', action='store_true', help='count the kernels inductor generates '
+            '--inductor',
+            action='store_true',
+            help='count the kernels inductor generates '
             '(compiles forward and backward of every model: minutes each)')
         command.add_argument('--kernel-batch', type=positive, default=2)
     kernels.add_argument('--size', type=positive, default=224)

@@ -12,6 +12,7 @@ from .window_attention import WindowSelfAttention
 
 __all__ = [
     'BiDimAttention', 'ConvEncoder', 'ConvStem', 'DualTokenBlock', 'GlobalTokenModule', 'MixMlp',
-    'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention', 'ResidualDropPath', 'ResidualMergePatch',
-    'TokenDownsample', 'TokenMlp', 'WindowSelfAttention', 'fit_token_budget', 'resize_token_grid'
+    'Mlp', 'MultiheadCrossAttention', 'MultiheadSelfAttention', 'ResidualDropPath',
+    'ResidualMergePatch', 'TokenDownsample', 'TokenMlp', 'WindowSelfAttention', 'fit_token_budget',
+    'resize_token_grid'
 ]
