@@ -334,6 +334,19 @@ def test_configs_follow_their_protocol(name):
                for path, n in usage), usage
 
 
+@pytest.mark.parametrize(
+    'name',
+    [n for n in FULL_DATA_CONFIGS if (EXPECTED[n]['task'] if n in EXPECTED else 'cls') == 'cls'])
+def test_imagenet_loaders_keep_a_gpu_fed_and_the_best_checkpoint(name):
+    """8 workers per process (tools/slurm_train.sh asks for 9 CPUs a task), kept between
+    epochs, batches in pinned memory; the last 3 checkpoints and the best top-1 kept."""
+    cfg = load(name)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (8, True, True)
+    hook = cfg.default_hooks.checkpoint
+    assert (hook.max_keep_ckpts, hook.save_best, hook.rule) == (3, 'accuracy/top1', 'greater')
+
+
 def no_decay_promised(name: str, param) -> bool:
     """Whether the configs promise no weight decay for this backbone parameter: norms, biases,
     1-D parameters (the fusion weights weight_aggregated / weight_tokens among them) and the
