@@ -9,8 +9,8 @@ parts, returned: at 224x224 and at a non-square size, with and without the token
 
 All weights, BatchNorm statistics and the fusion weights a, b are drawn at random first
 (at initialisation a = b = 1 would hide swapped fusion weights). The tolerance, 1e-4 of the
-output's largest value, is about 20x the largest float32 error seen here (6e-6), and far below what a
-dropped residual, swapped weights or an H/W transpose change.
+output's largest value, is about 20x the largest float32 error seen here (6e-6), and far
+below what a dropped residual, swapped weights or an H/W transpose change.
 """
 import math
 
