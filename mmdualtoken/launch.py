@@ -86,6 +86,28 @@ def load_config(args) -> Config:
     return cfg
 
 
+# mmpretrain's datasets of four idx files in one folder, and what lays them out here
+IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+             't10k-labels-idx1-ubyte')
+IDX_DATASETS = {
+    'FashionMNIST': 'python tools/data/prepare_fashion_mnist.py',
+    'MNIST': "MNIST's four files, uncompressed",
+}
+
+
+def check_idx_files(dataset: dict, where: str) -> None:
+    """mmpretrain's MNIST and FashionMNIST with ``download=False``: the four files must be in
+    the folder (data_root joined with data_prefix), uncompressed."""
+    prefix = dataset.get('data_prefix') or ''
+    prefix = prefix.get('root', '') if isinstance(prefix, dict) else prefix
+    folder = osp.join(dataset.get('data_root') or '', prefix)
+    missing = [osp.join(folder, f) for f in IDX_FILES if not osp.isfile(osp.join(folder, f))]
+    if missing and not dataset.get('download', True):
+        raise MissingFileError(
+            f'Dataset files not found ({where}, relative to {os.getcwd()}): '
+            f'{", ".join(missing)}. Lay them out with {IDX_DATASETS[dataset["type"]]}.')
+
+
 def check_dataset_paths(cfg: Config, splits) -> None:
     """Fail before building anything when a dataset folder or annotation file is missing."""
     for split in splits:
@@ -94,6 +116,9 @@ def check_dataset_paths(cfg: Config, splits) -> None:
         while dataset is not None and 'dataset' in dataset:  # RepeatDataset & co.
             dataset = dataset['dataset']
         if not dataset:
+            continue
+        if dataset.get('type') in IDX_DATASETS:
+            check_idx_files(dataset, f'{split}_dataloader.dataset')
             continue
         root = dataset.get('data_root') or ''
         where = f'{split}_dataloader.dataset'

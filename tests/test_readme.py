@@ -206,6 +206,8 @@ EXPORTS = [
     '--out dualtoken_s_dynamo.onnx --latency',
 ]
 COLLECT_ABLATIONS = 'python tools/analysis/collect_ablations.py work_dirs --out ablations.md'
+# run as it stands by tests/test_frameworks/test_fashion_mnist.py's fixture
+PREPARE_FASHION_MNIST = 'python tools/data/prepare_fashion_mnist.py'
 TWO_MACHINES = [
     f'NNODES=2 NODE_RANK={rank} MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh '
     'configs/dualtoken_s_in1k.py 8 --auto-scale-lr' for rank in (0, 1)
@@ -247,8 +249,8 @@ ABLATIONS = sorted(
 
 CHECKED = (
     DET + SEG + CLS + [DEMO, ACTIVATE, NOT_SLURM, UPDATE_DOCS, COLLECT_ABLATIONS] + INSTALLS +
-    [MMDEPLOY_INSTALL, MMDEPLOY_TOOL] + list(MAKE_TARGETS) + list(REPORT_TOOLS) + EXPORTS +
-    TWO_MACHINES + list(SLURM) + list(PRETRAINED) + ABLATIONS)
+    [PREPARE_FASHION_MNIST] + [MMDEPLOY_INSTALL, MMDEPLOY_TOOL] + list(MAKE_TARGETS) +
+    list(REPORT_TOOLS) + EXPORTS + TWO_MACHINES + list(SLURM) + list(PRETRAINED) + ABLATIONS)
 
 
 def real_config(command: str) -> bool:
@@ -694,7 +696,7 @@ def test_real_config_command_stops_without_its_dataset(command, tmp_path):
     fails_with_one_line(
         one_process(command),
         tmp_path,
-        r'(Dataset folder|Annotation file) not found: .*data/',
+        r'(Dataset folder|Annotation file|Dataset files) not found.*: .*data/',
         env=dict(PORT=str(free_port())))
 
 

@@ -5,7 +5,8 @@
 # OpenMMLab stack here, builds mmcv 2.1.0 with its compiled ops from the source release
 # (cached outside the repository and reused), then installs mmengine, mmdet, mmsegmentation,
 # mmpretrain and this package in editable mode, and mmdeploy without its dependencies
-# (docs/deployment.md). A second run with nothing changed is a no-op.
+# (docs/deployment.md), and lays out Fashion-MNIST from Debian's package (as root it installs
+# the package). A second run with nothing changed is a no-op.
 # Every version comes from requirements/constraints.txt (the one place exact pins live;
 # setup.py states ranges).
 #
@@ -134,6 +135,12 @@ pip_install -q -e "$ROOT[all,deploy,tests]"
 # fallback for torch.multiprocessing)
 step "mmdeploy $(pinned mmdeploy) without its dependencies, and aenum"
 pip_install -q --no-deps "mmdeploy==$(pinned mmdeploy)" "aenum==$(pinned aenum)"
+
+# real images for the suite and docs/fashion_mnist.md: Debian's package (installed as root),
+# laid out uncompressed under data/fashion_mnist
+step "Fashion-MNIST from Debian's dataset-fashion-mnist, under data/fashion_mnist"
+"$VPY" "$ROOT/tools/data/prepare_fashion_mnist.py" --out "$ROOT/data/fashion_mnist" \
+  || die "Fashion-MNIST could not be laid out (see above); the suite trains on it"
 
 step "checking the stack"
 "$VPY" - <<'PY'
