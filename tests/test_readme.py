@@ -198,6 +198,8 @@ REPORT_TOOLS = {
     (['cpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
     'python tools/analysis/benchmark.py gpu --out gpu.md':
     (['gpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
+    'python tools/analysis/fashion_mnist.py --out docs/fashion_mnist.md':
+    (['--help'], 'tests/test_frameworks/test_fashion_mnist.py'),
 }
 EXPORTS = [
     'python tools/deployment/export_onnx.py --arch small --max-global-tokens 196 --checkpoint '

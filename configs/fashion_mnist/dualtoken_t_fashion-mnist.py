@@ -4,8 +4,9 @@
 #   python tools/train.py configs/fashion_mnist/dualtoken_t_fashion-mnist.py
 _base_ = '../_base_/fashion_mnist_recipe.py'
 
+# as configs/dualtoken_t_in1k.py: the backbone pools its last stage before its final norm;
+# LightViT's initialisation of Linear and LayerNorm weights
 model = dict(
-    type='ImageClassifier',
     backbone=dict(
         type='DualTokenViT',
         arch='tiny',
@@ -13,12 +14,7 @@ model = dict(
         out_indices=(2, ),
         gap_before_final_norm=True,
         drop_path_rate=0.1),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=10,
-        in_channels=192,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+    head=dict(in_channels=192),
     init_cfg=[
         dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
         dict(type='Constant', layer='LayerNorm', val=1., bias=0.)

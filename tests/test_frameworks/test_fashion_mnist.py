@@ -32,22 +32,23 @@ def fashion_mnist(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_iterations_on_the_real_files(fashion_mnist):
+    """Two epochs of one iteration (2 images, batch 2): the warm-up epoch and the cosine."""
     proc = run_tool(
         'train.py',
         CONFIG,
         '--work-dir',
         'work_dirs/fm',
         '--cfg-options',
-        'train_dataloader.dataset.indices=4',
+        'train_dataloader.dataset.indices=2',
         'train_dataloader.batch_size=2',
         'val_dataloader.dataset.indices=4',
-        'train_cfg.max_epochs=1',
+        'train_cfg.max_epochs=2',
         'default_hooks.logger.interval=1',
         cwd=str(fashion_mnist))
     log = proc.stdout + proc.stderr
-    assert len(re.findall(r'Epoch\(train\) \[1\]\[\d/2\]', log)) == 2, log[-3000:]
+    assert len(re.findall(r'Epoch\(train\) \[\d\]\[1/1\]', log)) == 2, log[-3000:]
     assert re.search(r'accuracy/top1: \d+\.\d+', log), log[-3000:]
-    assert (fashion_mnist / 'work_dirs' / 'fm' / 'epoch_1.pth').is_file()
+    assert (fashion_mnist / 'work_dirs' / 'fm' / 'epoch_2.pth').is_file()
 
 
 def test_missing_files_stop_with_one_line_naming_them_and_the_command(tmp_path):
@@ -72,3 +73,42 @@ def test_a_file_that_is_not_fashion_mnist_is_refused():
     unbalanced = labels[:8] + bytes([0]) + labels[9:] if labels[8] else labels[:8] + b'\x01' + \
         labels[9:]
     assert 'occur' in tool.problem(name, unbalanced)
+
+
+@pytest.mark.slow
+def test_the_comparison_trains_every_model_with_one_recipe_and_writes_the_table(fashion_mnist):
+    """tools/analysis/fashion_mnist.py --quick (8 images, 2 epochs): the three models trained
+    by tools/train.py into work_dirs/fashion_mnist, the table written; a second run reuses
+    the finished runs."""
+    out = fashion_mnist / 'report' / 'fashion_mnist.md'
+    run_tool(
+        'analysis/fashion_mnist.py',
+        '--quick',
+        '--epochs',
+        '2',
+        '--out',
+        str(out),
+        cwd=str(fashion_mnist),
+        timeout=900)
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith('| ') and '---' not in line]
+    names = [row.split(' | ')[0].strip('| ') for row in rows[1:]]
+    assert names == ['DualToken-ViT-T', 'ResNet-18', 'EdgeNeXt-xsmall']
+    for row in rows[1:]:
+        params, macs, epochs, top1, ips, wall = row.split(' | ')[1:7]
+        assert float(params) > 1 and float(macs) > 0 and epochs == '2', row
+        assert 0 <= float(top1) <= 100 and float(ips) > 0 and float(wall) > 0, row
+    for stem in ('dualtoken_t', 'resnet18', 'edgenext-xsmall'):
+        assert (fashion_mnist / 'work_dirs' / 'fashion_mnist' / f'{stem}_fashion-mnist' /
+                'epoch_2.pth').is_file()
+    again = run_tool(
+        'analysis/fashion_mnist.py',
+        '--quick',
+        '--epochs',
+        '2',
+        '--out',
+        str(out),
+        cwd=str(fashion_mnist),
+        timeout=900)
+    assert again.stdout.count('not trained again') == 3
+    assert out.read_text().count('| trained before |') == 3
