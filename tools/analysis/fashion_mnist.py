@@ -87,8 +87,9 @@ def complexity(name: str, options) -> tuple:
     parser = argparse.ArgumentParser()
     parser.add_argument('--o', nargs='+', action=DictAction, default={})
     cfg.merge_from_dict(parser.parse_args(['--o', *options]).o if options else {})
-    import mmdualtoken  # noqa: F401  (registers the backbone)
     from mmpretrain.registry import MODELS as REGISTRY
+
+    import mmdualtoken  # noqa: F401  (registers the backbone)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = REGISTRY.build(cfg.model)
 
