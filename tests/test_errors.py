@@ -165,6 +165,20 @@ def model():
 
 
 # (case, exception type, how it is triggered); lambdas take the scratch folder
+def fashion_mnist_missing(tmp: str):
+    from mmengine.config import Config
+
+    from mmdualtoken.launch import check_dataset_paths
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs', 'fashion_mnist', 'dualtoken_t_fashion-mnist.py'))
+    here = os.getcwd()
+    os.chdir(tmp)  # the data folder is relative to where tools/train.py runs
+    try:
+        check_dataset_paths(cfg, ['train'])
+    finally:
+        os.chdir(here)
+
+
 CASES: List[Tuple[str, type, Callable[[str], None]]] = [
     ('unknown arch', ValueError, lambda tmp: DualTokenViT(arch='huge')),
     ('custom arch dict missing keys', ValueError,
@@ -199,6 +213,9 @@ CASES: List[Tuple[str, type, Callable[[str], None]]] = [
     ('GPUs expected, torch sees none', LaunchError, gpu_job_without_gpus),
     ('a detector on a GPU with mmcv built without CUDA', LaunchError,
      mmcv_without_cuda_kernels_on_a_gpu),
+    ('drop_path_rate outside [0, 1)', ValueError,
+     lambda tmp: DualTokenViT(arch=ARCH, drop_path_rate=1.)),
+    ('Fashion-MNIST files not laid out', FileNotFoundError, fashion_mnist_missing),
 ]
 
 
