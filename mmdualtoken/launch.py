@@ -523,7 +523,11 @@ def run_tool(main) -> None:
     stderr (``error: ...``) and exit code 1."""
     try:
         main()
-    except (LaunchError, RunFault) as e:
+    except LaunchError as e:
+        if _in_process_group():  # destroying it is local to this process, as at a normal end
+            _leave_process_group()
+        sys.exit(f'error: {e}')
+    except RunFault as e:
         sys.exit(f'error: {e}')
     finally:
         # the interpreter's last garbage collection walks every object that torch, mmengine

@@ -77,6 +77,26 @@ def test_a_distributed_run_destroys_its_process_group_before_the_exit(unfrozen):
             dist.destroy_process_group()
 
 
+def test_a_launch_error_in_a_process_group_destroys_it_before_the_exit(unfrozen):
+    """The data checks run in the process group (once per machine): a LaunchError there exits
+    with the group destroyed, as a run that ended well does, not left to finalization."""
+    import torch.distributed as dist
+    from helpers import free_port
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+
+    def main():
+        raise BadConfigError('bad data')
+
+    try:
+        with pytest.raises(SystemExit, match='error: bad data'):
+            run_tool(main)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_default_timeouts_are_torchs_per_backend():
     """30 minutes on gloo; NCCL's own default (10 minutes since torch 2.2) where torch has
     one: what a run without --dist-timeout waits."""

@@ -137,10 +137,11 @@ step "mmdeploy $(pinned mmdeploy) without its dependencies, and aenum"
 pip_install -q --no-deps "mmdeploy==$(pinned mmdeploy)" "aenum==$(pinned aenum)"
 
 # real images for the suite and docs/fashion_mnist.md: Debian's package (installed as root),
-# laid out uncompressed under data/fashion_mnist
+# laid out uncompressed under data/fashion_mnist; without it (not root, no apt) the set-up
+# goes on and the Fashion-MNIST tests are skipped
 step "Fashion-MNIST from Debian's dataset-fashion-mnist, under data/fashion_mnist"
 "$VPY" "$ROOT/tools/data/prepare_fashion_mnist.py" --out "$ROOT/data/fashion_mnist" \
-  || die "Fashion-MNIST could not be laid out (see above); the suite trains on it"
+  || echo "[setup] WARNING: Fashion-MNIST not laid out (above): its tests are skipped"
 
 step "checking the stack"
 "$VPY" - <<'PY'

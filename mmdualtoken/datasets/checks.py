@@ -11,6 +11,7 @@ size) is checked when the sample is loaded, by the transforms of
 :mod:`mmdualtoken.datasets.transforms`. In a distributed run the checks run once per machine
 (:func:`once_per_node`), and image files are looked for by listing each folder once.
 """
+import datetime
 import importlib
 import json
 import math
@@ -180,10 +181,8 @@ def check_coco(dataset, findings: Findings) -> None:
             annotated.add(ann['image_id'])
 
     if _is_local(dataset):
-        for file_name in files.values():
-            path = osp.join(dataset.data_prefix.get('img', ''), file_name)
-            if not osp.isfile(path):
-                findings.add('images it lists that do not exist', path)
+        for path in missing_files(dataset.data_prefix.get('img', ''), files.values()):
+            findings.add('images it lists that do not exist', path)
     findings.raise_if_any()
 
     filter_cfg = dataset.filter_cfg or {}
@@ -206,11 +205,15 @@ def check_segmentation(dataset, findings: Findings) -> None:
     if not dataset.ann_file and not osp.isdir(image_dir):
         findings.add('image folders that do not exist', image_dir)
         return
-    for info in dataset.load_data_list():  # lists files only (mmseg's own logic)
-        if not osp.isfile(info['img_path']):
-            findings.add('images it lists that do not exist', info['img_path'])
-        elif info.get('seg_map_path') and not osp.isfile(info['seg_map_path']):
-            findings.add('images without their segmentation map', info['seg_map_path'])
+    infos = dataset.load_data_list()  # lists files only (mmseg's own logic)
+    missing = set(missing_files('', [info['img_path'] for info in infos]))
+    for path in sorted(missing):
+        findings.add('images it lists that do not exist', path)
+    maps = [
+        i['seg_map_path'] for i in infos if i['img_path'] not in missing and i.get('seg_map_path')
+    ]
+    for path in missing_files('', maps):
+        findings.add('images without their segmentation map', path)
 
 
 def missing_files(prefix: str, names) -> list:
@@ -224,6 +227,8 @@ def missing_files(prefix: str, names) -> list:
     by_folder: Dict[str, List[str]] = {}
     for name in names:  # 'n01440764/x.JPEG': folder 'n01440764', relative to prefix
         folder, _, base = name.rpartition('/')
+        if not folder and name.startswith('/'):
+            folder = '/'  # a file at the root
         by_folder.setdefault(folder, []).append(base)
     missing = []
     for folder, bases in by_folder.items():
@@ -277,6 +282,8 @@ CHECKS = {
     'mmpretrain': ('mmpretrain.datasets', 'CustomDataset', check_classification),
 }
 
+WAIT_FOR_CHECKS = datetime.timedelta(hours=2)  # how long the other ranks wait for the checks
+
 
 def once_per_node(check, *args) -> None:
     """Run ``check(*args)`` in one process per machine of a distributed run; every process
@@ -287,13 +294,35 @@ def once_per_node(check, *args) -> None:
     process whose check failed raises its own exception; the others raise the same
     :class:`~mmdualtoken.errors.LaunchError` type with its message, or a LaunchError naming
     the rank and the exception otherwise. Every process reaches the collective whatever
-    happened, so none waits until the timeout. Outside a process group it just runs.
+    happened, so none waits until the timeout. The ranks wait in a gloo group (the default
+    group where it is gloo, else one with a two-hour timeout: NCCL's watchdog would end ranks
+    that wait longer than its timeout). Outside a process group it just runs.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return check(*args)
+    # the waiting ranks wait in gloo: NCCL's watchdog would end them after its timeout
+    group = None
+    if dist.get_backend() != 'gloo':
+        group = dist.new_group(backend='gloo', timeout=WAIT_FOR_CHECKS)
+    try:
+        outcomes = _check_where_lowest_rank(check, args, group)
+    finally:
+        if group is not None:
+            dist.destroy_process_group(group)
+    first = next((o for o in outcomes if o is not None), None)
+    if first is not None:
+        kind, message, where, host = first
+        if kind is None:
+            message = f'the checks before training failed in rank {where} ({host}): {message}'
+        raise (kind or LaunchError)(message)
+
+
+def _check_where_lowest_rank(check, args, group) -> list:
+    """Every rank's outcome: None, or (LaunchError type or None, message, rank, host) for the
+    others to raise; a rank whose own check failed raises its exception after the exchange."""
     rank, world = dist.get_rank(), dist.get_world_size()
     hosts = [None] * world
-    dist.all_gather_object(hosts, socket.gethostname())
+    dist.all_gather_object(hosts, socket.gethostname(), group=group)
     failure, outcome = None, None
     if hosts.index(hosts[rank]) == rank:
         try:
@@ -304,15 +333,10 @@ def once_per_node(check, *args) -> None:
             message = str(error) if kind else f'{type(error).__name__}: {error}'
             outcome = (kind, message, rank, hosts[rank])
     outcomes = [None] * world
-    dist.all_gather_object(outcomes, outcome)
+    dist.all_gather_object(outcomes, outcome, group=group)
     if failure is not None:
         raise failure
-    first = next((o for o in outcomes if o is not None), None)
-    if first is not None:
-        kind, message, where, host = first
-        if kind is None:
-            message = f'the checks before training failed in rank {where} ({host}): {message}'
-        raise (kind or LaunchError)(message)
+    return outcomes
 
 
 def check_datasets(cfg: Config, splits) -> None:

@@ -48,11 +48,11 @@ def nonfinite_tensors(state_dict: dict) -> list:
 
 
 def all_finite(tensors: list) -> bool:
-    """Whether every element of ``tensors`` is finite, in one fused check per device and
-    dtype and one synchronisation: the largest absolute value of each tensor
-    (``torch._foreach_norm`` with ord=inf, one multi-tensor kernel on GPUs, the kernel
-    ``clip_grad_norm_`` uses) is NaN or Inf exactly when the tensor holds a NaN or an Inf, and
-    a finite maximum cannot overflow."""
+    """Whether every element of ``tensors`` is finite, in one synchronisation: the largest
+    absolute value of each tensor (``torch._foreach_norm`` with ord=inf per device and dtype,
+    as ``clip_grad_norm_`` computes norms: torch's multi-tensor kernel on GPUs where it has
+    one for that order, else one norm per tensor) is NaN or Inf exactly when the tensor holds
+    a NaN or an Inf, and a finite maximum cannot overflow."""
     groups = {}
     for t in tensors:
         groups.setdefault((t.device, t.dtype), []).append(t)

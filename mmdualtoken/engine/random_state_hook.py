@@ -4,7 +4,7 @@ mmengine restores the model, optimizer, schedulers and counters on ``--resume`` 
 RNG states, so data augmentation, drop path, Mixup/CutMix draw other numbers after a resume
 than an uninterrupted run with the same seed would. This hook stores, for every rank, the
 Python, numpy and torch CPU generator states and, where CUDA is in use, the rank's CUDA
-generator state (mmcv's DropPath and random erasing on GPU tensors draw from it), and puts
+generator state (drop path and random erasing on GPU tensors draw from it), and puts
 each rank's own back on resume. The states are plain tensors, ints and lists: safe,
 weights_only loading accepts them.
 

@@ -1,12 +1,10 @@
 """Fashion-MNIST, real images: Debian's files laid out by tools/data/prepare_fashion_mnist.py
 and trained on through mmpretrain's FashionMNIST dataset and tools/train.py.
 
-The set-up installs Debian's dataset-fashion-mnist (as root; the preparation tool installs it
-where it is missing, as root, and otherwise stops naming the command).
+The set-up installs Debian's dataset-fashion-mnist as root (the preparation tool does where it
+is missing); where it cannot be had (not root, no apt) these tests are skipped.
 """
-import gzip
 import os
-import os.path as osp
 import re
 
 import pytest
@@ -20,7 +18,10 @@ PREPARE = 'python tools/data/prepare_fashion_mnist.py'
 def fashion_mnist(tmp_path_factory):
     """A folder holding data/fashion_mnist, written by the documented command as it stands."""
     work = tmp_path_factory.mktemp('fashion_mnist')
-    proc = run_tool('data/prepare_fashion_mnist.py', cwd=str(work), timeout=900)
+    proc = run_tool('data/prepare_fashion_mnist.py', cwd=str(work), timeout=900, check=False)
+    if proc.returncode and os.geteuid() != 0:  # the set-up installs the package as root
+        pytest.skip(f'Fashion-MNIST not available here: {proc.stderr.strip()[-300:]}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
     files = sorted(os.listdir(work / 'data' / 'fashion_mnist'))
     assert files == [
         't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte', 'train-images-idx3-ubyte',
@@ -60,55 +61,13 @@ def test_missing_files_stop_with_one_line_naming_them_and_the_command(tmp_path):
     assert line.endswith(f'Lay them out with {PREPARE}.')
 
 
-def test_a_file_that_is_not_fashion_mnist_is_refused():
+def test_a_file_that_is_not_fashion_mnist_is_refused(fashion_mnist):
     """The content checks: the idx header, the size, and the balanced labels."""
     tool = load_tool('data/prepare_fashion_mnist.py')
-    source = osp.join(tool.SOURCE, 't10k-labels-idx1-ubyte.gz')
-    with gzip.open(source, 'rb') as f:
-        labels = f.read()
+    labels = (fashion_mnist / 'data' / 'fashion_mnist' / 't10k-labels-idx1-ubyte').read_bytes()
     name = 't10k-labels-idx1-ubyte.gz'
     assert tool.problem(name, labels) is None
     assert 'idx header' in tool.problem(name, b'\x00\x00\x08\x03' + labels[4:])
     assert 'bytes, not 10000 items' in tool.problem(name, labels[:-1])
-    unbalanced = labels[:8] + bytes([0]) + labels[9:] if labels[8] else labels[:8] + b'\x01' + \
-        labels[9:]
-    assert 'occur' in tool.problem(name, unbalanced)
-
-
-@pytest.mark.slow
-def test_the_comparison_trains_every_model_with_one_recipe_and_writes_the_table(fashion_mnist):
-    """tools/analysis/fashion_mnist.py --quick (8 images, 2 epochs): the three models trained
-    by tools/train.py into work_dirs/fashion_mnist, the table written; a second run reuses
-    the finished runs."""
-    out = fashion_mnist / 'report' / 'fashion_mnist.md'
-    run_tool(
-        'analysis/fashion_mnist.py',
-        '--quick',
-        '--epochs',
-        '2',
-        '--out',
-        str(out),
-        cwd=str(fashion_mnist),
-        timeout=900)
-    text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith('| ') and '---' not in line]
-    names = [row.split(' | ')[0].strip('| ') for row in rows[1:]]
-    assert names == ['DualToken-ViT-T', 'ResNet-18', 'EdgeNeXt-xsmall']
-    for row in rows[1:]:
-        params, macs, epochs, top1, ips, wall = row.split(' | ')[1:7]
-        assert float(params) > 1 and float(macs) > 0 and epochs == '2', row
-        assert 0 <= float(top1) <= 100 and float(ips) > 0 and float(wall) > 0, row
-    for stem in ('dualtoken_t', 'resnet18', 'edgenext-xsmall'):
-        assert (fashion_mnist / 'work_dirs' / 'fashion_mnist' / f'{stem}_fashion-mnist' /
-                'epoch_2.pth').is_file()
-    again = run_tool(
-        'analysis/fashion_mnist.py',
-        '--quick',
-        '--epochs',
-        '2',
-        '--out',
-        str(out),
-        cwd=str(fashion_mnist),
-        timeout=900)
-    assert again.stdout.count('not trained again') == 3
-    assert out.read_text().count('| trained before |') == 3
+    relabelled = labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]
+    assert 'occur' in tool.problem(name, relabelled)

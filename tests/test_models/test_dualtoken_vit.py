@@ -256,9 +256,9 @@ def test_drop_path_rates_increase_linearly():
     torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, len(rates)))
 
 
-def test_residual_drop_path_is_mmcv_drop_path_plus_the_residual():
-    """x + DropPath(branch) in one addcmul: each sample's branch either dropped or scaled by
-    1 / (1 - p), about p of them dropped; in evaluation the plain sum."""
+def test_residual_drop_path_drops_or_scales_each_samples_branch():
+    """x + DropPath(branch) in one addcmul, as mmcv's DropPath and the sum: each sample's
+    branch dropped or scaled by 1 / (1 - p), about p of them dropped; in evaluation the sum."""
     from mmdualtoken.models.layers import ResidualDropPath
     drop = ResidualDropPath(0.25).train()
     x, branch = torch.randn(4000, 3, 5), torch.randn(4000, 3, 5)

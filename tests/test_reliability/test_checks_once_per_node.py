@@ -6,6 +6,7 @@ check writes a marker file, so the test sees which ranks ran it. The end-to-end 
 (tools/dist_train.sh with bad data) is test_bad_data.py's.
 """
 import os
+import os.path as osp
 import socket
 
 import pytest
@@ -26,10 +27,20 @@ def check(folder, rank, failing):
         raise KeyError('an unexpected failure')
 
 
-def rank_process(rank, folder, port, hosts, failing):
+def rank_process(rank, folder, port, hosts, failing, nccl=False):
     socket.gethostname = lambda: hosts[rank]  # the machine this rank runs on
     dist.init_process_group(
         'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=len(hosts))
+    if nccl:  # stand-in for a job on GPUs: its default group is NCCL's
+        dist.get_backend = lambda group=None: 'nccl'
+        new_group = dist.new_group
+
+        def recorded_new_group(**kwargs):
+            with open(os.path.join(folder, f'group-{rank}'), 'w') as f:
+                f.write(f"{kwargs['backend']} {kwargs['timeout'].total_seconds():g}")
+            return new_group(**kwargs)
+
+        dist.new_group = recorded_new_group
     try:
         once_per_node(check, folder, rank, failing)
         outcome = 'ok'
@@ -41,8 +52,11 @@ def rank_process(rank, folder, port, hosts, failing):
         f.write(outcome)
 
 
-def run_ranks(folder, hosts, failing=None):
-    mp.spawn(rank_process, args=(str(folder), free_port(), hosts, failing or {}), nprocs=len(hosts))
+def run_ranks(folder, hosts, failing=None, nccl=False):
+    mp.spawn(
+        rank_process,
+        args=(str(folder), free_port(), hosts, failing or {}, nccl),
+        nprocs=len(hosts))
     checked = sorted(int(f.split('-')[1]) for f in os.listdir(folder) if f.startswith('checked'))
     outcomes = []
     for rank in range(len(hosts)):
@@ -68,6 +82,15 @@ def test_each_machine_checks_and_a_failure_anywhere_stops_every_rank(tmp_path):
                            "KeyError: 'an unexpected failure'")
 
 
+def test_under_nccl_the_ranks_wait_in_a_gloo_group_of_two_hours(tmp_path):
+    """NCCL's watchdog would end a rank that waits longer than its timeout (10 minutes):
+    the outcome goes through a gloo group made for it."""
+    checked, outcomes = run_ranks(tmp_path, ['node0', 'node0'], {0: 'bad data'}, nccl=True)
+    assert checked == [0] and all(o.startswith('BadDataError: ') for o in outcomes)
+    for rank in range(2):
+        assert (tmp_path / f'group-{rank}').read_text() == 'gloo 7200'
+
+
 def test_good_data_lets_every_rank_go_on(tmp_path):
     assert run_ranks(tmp_path, ['node0', 'node0']) == ([0], ['ok', 'ok'])
 
@@ -86,12 +109,17 @@ def test_missing_files_answers_as_isfile_does(tmp_path):
     (tmp_path / 'a' / 'dir.jpg').mkdir()  # a folder is not a file
     (tmp_path / 'a' / 'link.jpg').symlink_to(tmp_path / 'a' / 'x.jpg')
     (tmp_path / 'top.jpg').write_bytes(b'')
+    # absolute names are kept as osp.join keeps them, a file at the root among them
     names = [
         'a/x.jpg', 'a/dir.jpg', 'a/link.jpg', 'a/gone.jpg', 'b/y.jpg', 'top.jpg',
-        str(tmp_path / 'a' / 'x.jpg')
-    ]  # an absolute name, as osp.join keeps it
-    assert missing_files(str(tmp_path), names) == [
+        str(tmp_path / 'a' / 'x.jpg'), '/no-such-file-at-the-root.jpg'
+    ]
+    expected = [
         str(tmp_path / 'a' / 'dir.jpg'),
         str(tmp_path / 'a' / 'gone.jpg'),
-        str(tmp_path / 'b' / 'y.jpg')
+        str(tmp_path / 'b' / 'y.jpg'), '/no-such-file-at-the-root.jpg'
     ]
+    assert missing_files(str(tmp_path), names) == expected
+    assert expected == [
+        osp.join(str(tmp_path), n) for n in names if not osp.isfile(osp.join(str(tmp_path), n))
+    ]  # the per-file answer

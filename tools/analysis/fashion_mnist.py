@@ -6,8 +6,8 @@
 Each model is trained by tools/train.py on its config under configs/fashion_mnist/ (all share
 configs/_base_/fashion_mnist_recipe.py: input size, augmentation, optimizer, schedule,
 epochs, batch), one after the other on this machine; logs and checkpoints go to
-work_dirs/fashion_mnist/<config name>/. A model whose run there already reached the last
-epoch is not trained again. Its top-1 is the last epoch's on the 10,000 test images (the
+work_dirs/fashion_mnist/<config name>/. A model whose run there finished with the same epochs
+and options is not trained again. Its top-1 is the last epoch's on the 10,000 test images (the
 recipe evaluates on them every epoch; picking the best epoch would select on the test set).
 Params and MACs are counted at the recipe's input size; training img/s is the images of the
 logged iterations over their logged times (data loading included); wall time is the whole
@@ -30,8 +30,10 @@ MODELS = {
     'EdgeNeXt-xsmall': 'edgenext-xsmall_fashion-mnist',
 }
 # --quick: a handful of images, for the tests
-QUICK = ('train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
-         'val_dataloader.dataset.indices=8')
+QUICK = [
+    'train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
+    'val_dataloader.dataset.indices=8'
+]
 
 
 def config_path(name: str) -> str:
@@ -44,11 +46,17 @@ def sessions(work_dir: str) -> list:
 
 
 def train(name: str, work_dir: str, epochs: int, options) -> float:
-    """tools/train.py on ``name``'s config; the wall time in seconds (0 when the run had
-    already reached ``epochs``)."""
-    if osp.isfile(osp.join(work_dir, f'epoch_{epochs}.pth')) and sessions(work_dir):
-        print(f'{name}: {work_dir} holds epoch {epochs} already: not trained again', flush=True)
-        return 0.
+    """tools/train.py on ``name``'s config; the wall time in seconds (0 when a run of the same
+    settings had already finished there)."""
+    stamp, settings = osp.join(work_dir, 'comparison.json'), dict(epochs=epochs, options=options)
+    if osp.isfile(stamp) and sessions(work_dir):
+        with open(stamp) as f:
+            if json.load(f) == settings:
+                print(
+                    f'{name}: {work_dir} holds a finished run of these settings: not trained '
+                    'again',
+                    flush=True)
+                return 0.
     command = [
         sys.executable,
         osp.join(REPO_ROOT, 'tools', 'train.py'),
@@ -58,7 +66,10 @@ def train(name: str, work_dir: str, epochs: int, options) -> float:
     print(f'{name}: {" ".join(command)}', flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    with open(stamp, 'w') as f:
+        json.dump(settings, f)
+    return wall
 
 
 def logged(work_dir: str, batch: int) -> dict:
@@ -143,10 +154,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', help='markdown report to write (default: print it)')
     parser.add_argument('--epochs', type=int, default=10, help='default: 10')
-    parser.add_argument('--work-dirs', default='work_dirs/fashion_mnist')
+    parser.add_argument(
+        '--work-dirs', help='default: work_dirs/fashion_mnist (with --quick: ..._quick)')
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
     parser.add_argument('--quick', action='store_true', help='a handful of images (the tests)')
     args = parser.parse_args(argv)
+    args.work_dirs = args.work_dirs or 'work_dirs/fashion_mnist' + '_quick' * args.quick
     if args.epochs < 2:  # the recipe warms up for one epoch, then the cosine
         parser.error(f'--epochs must be at least 2 (one warm-up epoch), got {args.epochs}')
     return args
@@ -155,7 +168,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    options = QUICK if args.quick else ()
+    options = QUICK if args.quick else []
     rows = {}
     for name in args.models:
         work_dir = osp.join(args.work_dirs, MODELS[name])

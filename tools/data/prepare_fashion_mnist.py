@@ -42,11 +42,15 @@ def install_package() -> None:
         sys.exit(f'error: {SOURCE} lacks {", ".join(missing_sources())}: install Debian\'s '
                  f'{PACKAGE} as root (sudo {INSTALL}), then run this again')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for command in ([], ['apt-get', 'update', '-q']):
-        if command:
-            subprocess.run(command, check=True, env=env)
-        if subprocess.run(INSTALL.split(), env=env).returncode == 0 and not missing_sources():
-            return
+    try:
+        for command in ([], ['apt-get', 'update', '-q']):
+            if command:
+                subprocess.run(command, check=True, env=env)
+            if subprocess.run(INSTALL.split(), env=env).returncode == 0 and not missing_sources():
+                return
+    except (OSError, subprocess.CalledProcessError) as e:  # no apt-get, or its index failed
+        sys.exit(f'error: `{INSTALL}` failed ({e}): install Debian\'s {PACKAGE}, or lay the '
+                 f'four files of Fashion-MNIST out under {SOURCE}')
     sys.exit(f'error: `{INSTALL}` did not give {SOURCE}/{", ".join(missing_sources())}')
 
 

@@ -1,7 +1,6 @@
 """LightViT's bi-dimensional (channel + spatial) attention, applied after the FFN."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
 
@@ -44,5 +43,5 @@ class BiDimAttention(nn.Module):
         local = self.act(self.local_reduce(y))  # (B, H, W, C/4)
         channel_gate = torch.sigmoid(self.channel_select(g))
         w_local, w_global = self.spatial_select.weight.chunk(2, dim=1)
-        spatial_logit = F.linear(local, w_local) + F.linear(g, w_global, self.spatial_select.bias)
+        spatial_logit = (local @ w_local.t()) + (g @ w_global.t() + self.spatial_select.bias)
         return x * channel_gate * torch.sigmoid(spatial_logit)

@@ -7,10 +7,11 @@ class ResidualDropPath(nn.Module):
     """``x + DropPath(branch)``: the residual branch of each sample is dropped with
     probability ``drop_prob`` in training, and the kept ones are scaled by 1 / (1 - p).
 
-    The same as mmcv's ``DropPath`` followed by the residual addition, in 3 ops (a Bernoulli
+    What mmcv's ``DropPath`` followed by the residual addition computes, in 3 ops (a Bernoulli
     mask per sample, then one ``addcmul``) instead of 6 (mmcv draws uniform numbers, adds,
     floors, divides, multiplies, then the caller adds); one ``add`` in evaluation or at
-    ``drop_prob=0``. The masks come from torch's generator of the branch's device, as mmcv's.
+    ``drop_prob=0``. The masks have mmcv's distribution and come from torch's generator of
+    the branch's device, but are drawn differently: a seed gives other masks than mmcv's.
 
     Args:
         drop_prob (float): Probability of dropping a sample's branch. Defaults to 0.
