@@ -31,7 +31,8 @@ Only rank 0 writes the checkpoint (mmengine's ``Runner.save_checkpoint`` runs on
 alone), so in a distributed run every rank sends its states to all (one all_gather) just
 before the CheckpointHook saves: this hook runs before it (priority LOW) and asks it whether
 it will save at this iteration or epoch, with the CheckpointHook's own rule (and after every
-validation, where a best checkpoint may be saved).
+validation, where a best checkpoint may be saved, and the last checkpoint saved again to
+record it: both get the states gathered then, which stay until the next training iteration).
 
 With ``randomness=dict(seed=..., deterministic=True)`` a resumed run then repeats the
 uninterrupted one bit for bit on CPU, losses and weights, in epoch- and iteration-based
@@ -141,6 +142,9 @@ class RandomStateHook(Hook):
         # every rank takes part (the decision is the same on all ranks); rank 0 keeps them
         self._gathered = all_gather_object(states or capture_random_states())
 
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._gathered = None  # the states gathered for the last saves are out of date now
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if get_world_size() > 1 and checkpoint_due(runner, by_epoch=False):
             self._gather()
@@ -166,8 +170,8 @@ class RandomStateHook(Hook):
         # rank 0 only (mmengine saves on the master); one process: its training states
         if get_world_size() == 1:
             ranks = [self._before_val or capture_random_states()]
-        elif self._gathered is not None:
-            ranks, self._gathered = self._gathered, None
+        elif self._gathered is not None:  # kept: a best save is followed by a re-save
+            ranks = self._gathered
         else:  # a save outside the CheckpointHook's moments: the other ranks are not here
             ranks = [self._before_val or capture_random_states()]
             runner.logger.warning('RandomStateHook: this checkpoint holds the random states '

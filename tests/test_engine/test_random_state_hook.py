@@ -320,10 +320,11 @@ def test_ranks_gather_their_states_when_a_checkpoint_is_due(monkeypatch, by_epoc
     assert_same_draws(draws(), expected)
 
 
-def test_states_are_gathered_after_validation_and_used_once(monkeypatch):
-    """A best checkpoint is saved after validation: every rank sends its states there too.
-    Gathered states serve one save; a later save outside the CheckpointHook's moments holds
-    rank 0's states only and says so."""
+def test_states_gathered_after_validation_serve_its_saves_until_training_goes_on(monkeypatch):
+    """A best checkpoint is saved after validation, then mmengine saves the last checkpoint
+    again (to record the best): every rank sends its states there, and both saves hold them.
+    Once training goes on they are out of date: a save outside the CheckpointHook's moments
+    holds rank 0's states only and says so."""
     fake_dist(monkeypatch, 0, 2)
     other_rank = seeded_states(41)
     monkeypatch.setattr(random_state_hook, 'all_gather_object', lambda states: [states, other_rank])
@@ -332,9 +333,11 @@ def test_states_are_gathered_after_validation_and_used_once(monkeypatch):
     runner.logger.warning = warnings.append
     hook = RandomStateHook()
     hook.after_val_epoch(runner, metrics={})
-    checkpoint = {}
-    hook.before_save_checkpoint(runner, checkpoint)
-    assert len(checkpoint[KEY]['ranks']) == 2 and not warnings
+    for save in ('best', 'the last again'):
+        checkpoint = {}
+        hook.before_save_checkpoint(runner, checkpoint)
+        assert len(checkpoint[KEY]['ranks']) == 2 and not warnings, save
+    hook.before_train_iter(runner, 0)
     hook.before_save_checkpoint(runner, checkpoint)
     assert len(checkpoint[KEY]['ranks']) == 1
     assert warnings and 'rank 0 only' in warnings[0]

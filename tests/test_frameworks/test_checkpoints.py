@@ -50,7 +50,7 @@ def test_load_from_and_a_process_without_the_allow_list(tiny_workdir, tmp_path):
         f'load_from={first}',
         cwd=tiny_workdir)
     assert f'Load checkpoint from {first}' in proc.stdout + proc.stderr
-    assert checkpoints(other) == ['epoch_1.pth']
+    assert checkpoints(other) == ['best_accuracy_top1_epoch_1.pth', 'epoch_1.pth']  # save_best
 
     # the same checkpoint in a process that never imports mmdualtoken: torch refuses it
     code = ('import torch, sys; torch.load(sys.argv[1], map_location="cpu")')

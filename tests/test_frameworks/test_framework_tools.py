@@ -99,6 +99,7 @@ FRAMEWORKS = {
             'default_hooks.checkpoint.interval=1'
         ],
         checkpoint='epoch_1.pth',
+        best=['best_accuracy_top1_epoch_1.pth'],  # the ImageNet recipe's save_best
         test=['test_dataloader.dataset.indices=4', 'test_dataloader.batch_size=4'],
         metric='accuracy/top1'),
 }
@@ -120,7 +121,7 @@ def test_framework_train_then_test(package, tiny_workdir, tmp_path):
     logged = scalars(work_dir)
     losses = [r['loss'] for r in logged if 'loss' in r]
     assert len(losses) == 2, out[-3000:]
-    assert checkpoints(work_dir) == [spec['checkpoint']]
+    assert checkpoints(work_dir) == sorted([spec['checkpoint'], *spec.get('best', [])])
     val = [r[spec['metric']] for r in logged if spec['metric'] in r]
     assert len(val) == 1, out[-3000:]
 

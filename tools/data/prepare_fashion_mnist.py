@@ -9,8 +9,8 @@ package is installed (``apt-get install``, as root; otherwise the command to run
 printed). Each file is written uncompressed, which is how mmpretrain's ``FashionMNIST``
 reads them with ``download=False``, after a check of its content: the idx header (magic
 number, 60,000 or 10,000 items of 28x28), and labels 0-9 with every class equally often, as
-in Fashion-MNIST. (Debian recompressed the files, so the archives' MD5 differ from the
-originals' that mmpretrain's downloader checks.) Nothing is downloaded from elsewhere.
+in Fashion-MNIST. (The package's archives have other MD5 sums than the ones mmpretrain's
+downloader checks, so those cannot be used.) Nothing is downloaded from elsewhere.
 """
 import argparse
 import gzip
