@@ -90,8 +90,8 @@ def load_config(args) -> Config:
 IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
              't10k-labels-idx1-ubyte')
 IDX_DATASETS = {
-    'FashionMNIST': 'python tools/data/prepare_fashion_mnist.py',
-    'MNIST': "MNIST's four files, uncompressed",
+    'FashionMNIST': 'Lay them out with python tools/data/prepare_fashion_mnist.py.',
+    'MNIST': "Put MNIST's four files there, uncompressed.",
 }
 
 
@@ -103,9 +103,8 @@ def check_idx_files(dataset: dict, where: str) -> None:
     folder = osp.join(dataset.get('data_root') or '', prefix)
     missing = [osp.join(folder, f) for f in IDX_FILES if not osp.isfile(osp.join(folder, f))]
     if missing and not dataset.get('download', True):
-        raise MissingFileError(
-            f'Dataset files not found ({where}, relative to {os.getcwd()}): '
-            f'{", ".join(missing)}. Lay them out with {IDX_DATASETS[dataset["type"]]}.')
+        raise MissingFileError(f'Dataset files not found ({where}, relative to {os.getcwd()}): '
+                               f'{", ".join(missing)}. {IDX_DATASETS[dataset["type"]]}')
 
 
 def check_dataset_paths(cfg: Config, splits) -> None:
@@ -234,7 +233,8 @@ def enable_amp(cfg: Config) -> str:
     fp16; bf16 autocast on CPU (:class:`CPUAmpOptimWrapper`). The loss scaler stays on
     (mmengine's ``loss_scale='dynamic'``): bf16 needs no scaling, but the scaler also skips a
     step whose gradients hold NaN or Inf. Without --amp training is fp32, as mmpretrain's
-    configs of this class train (docs/training.md, "Precision"). Returns the wrapper type."""
+    configs of this class train (docs/training.md, "Precision and compilation on GPUs").
+    Returns the wrapper type."""
     from mmengine.logging import print_log
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper in AMP_WRAPPERS:

@@ -140,3 +140,25 @@ def test_a_gloo_timeout_without_dist_timeout_names_the_backends_default():
 def test_cpus_per_task_are_the_process_and_its_loader_workers(name, split, cpus):
     from mmdualtoken.launch import cpus_per_task
     assert cpus_per_task(config(name), split) == cpus
+
+
+def test_on_gpus_the_process_group_is_mmengines_init_dist(monkeypatch):
+    """join_process_group, which the data checks need before the Runner, on a GPU node
+    (stand-in: torch.cuda.is_available True, mmengine's init_dist recorded): the Runner's own
+    call, init_dist(launcher, **env_cfg.dist_cfg); nothing for launcher none."""
+    import mmengine.dist
+    import torch
+    from mmengine.config import Config
+
+    from mmdualtoken.launch import join_process_group
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(mmengine.dist, 'init_dist', lambda launcher, **kwargs: calls.append(
+        (launcher, kwargs)))
+    dist_cfg = dict(backend='nccl', timeout=600)
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dist_cfg)))
+    join_process_group(cfg)
+    assert calls == [('pytorch', dist_cfg)]
+    assert 'model_wrapper_cfg' not in cfg  # mmengine's DDP wrapper stays
+    join_process_group(Config(dict(launcher='none')))
+    assert len(calls) == 1

@@ -232,15 +232,15 @@ def missing_files(prefix: str, names) -> list:
         by_folder.setdefault(folder, []).append(base)
     missing = []
     for folder, bases in by_folder.items():
-        folder = osp.join(prefix, folder)
+        where = osp.join(prefix, folder)
         try:
-            with os.scandir(folder or '.') as entries:
+            with os.scandir(where or '.') as entries:
                 files = {e.name for e in entries if e.is_file()}
         except OSError:  # missing, not a folder, not readable: isfile decides each path
             files = set()
         missing += [
-            osp.join(folder, base) for base in bases
-            if base not in files and not osp.isfile(osp.join(folder, base))
+            osp.join(where, base) for base in bases
+            if base not in files and not osp.isfile(osp.join(where, base))
         ]
     return missing
 
@@ -300,7 +300,6 @@ def once_per_node(check, *args) -> None:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return check(*args)
-    # the waiting ranks wait in gloo: NCCL's watchdog would end them after its timeout
     group = None
     if dist.get_backend() != 'gloo':
         group = dist.new_group(backend='gloo', timeout=WAIT_FOR_CHECKS)

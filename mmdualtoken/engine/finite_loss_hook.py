@@ -14,10 +14,10 @@ models of the three frameworks (their ``train_step`` returns mmengine's ``log_va
 * ``on_nonfinite='skip'`` leaves the weights and the optimizer state as they were: an
   optimizer step pre-hook drops the gradients (``grad = None``, which torch's optimizers
   skip) when any of them is NaN or Inf. The gradients are the same on every rank after
-  DDP's all-reduce, so all ranks skip together. The check is one fused kernel per device
-  and dtype and one synchronisation (:func:`all_finite`). ``max_consecutive_skips`` skipped
-  steps in a row stop the run as ``'stop'`` would. (mmengine's AmpOptimWrapper on GPUs already skips
-  steps with non-finite gradients through its loss scaler.)
+  DDP's all-reduce, so all ranks skip together. The check is one ``_foreach_norm`` per
+  device and dtype and one synchronisation (:func:`all_finite`). ``max_consecutive_skips``
+  skipped steps in a row stop the run as ``'stop'`` would. (mmengine's AmpOptimWrapper on
+  GPUs already skips steps with non-finite gradients through its loss scaler.)
 * whatever the mode, :meth:`before_save_checkpoint` refuses (raises) to save a checkpoint
   whose weights hold NaN or Inf.
 """

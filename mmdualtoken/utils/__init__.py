@@ -1,3 +1,4 @@
 from .complexity import Complexity, count_complexity
+from .host import host_description
 
-__all__ = ['Complexity', 'count_complexity']
+__all__ = ['Complexity', 'count_complexity', 'host_description']

@@ -17,7 +17,6 @@ import itertools
 import math
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from mmdualtoken import DualTokenViT
 from mmdualtoken.deploy import export_onnx, fuse_for_cpu
 from mmdualtoken.deploy.onnx_export import EXPORTERS, dynamo_export_missing, ort_session
 from mmdualtoken.engine.cpu_heap import keep_freed_cpu_memory
+from mmdualtoken.utils import host_description
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OURS = {'DualToken-ViT-T': 'tiny', 'DualToken-ViT-S': 'small'}  # as configs/dualtoken_*_in1k.py
@@ -604,13 +604,7 @@ def goals(res: dict, args) -> dict:
 # ----------------------------------------------------------------------------- reports
 def machine(device: str = 'cpu') -> str:
     """CPU model, cores, OS, Python and torch versions; on CUDA the GPU first."""
-    cpu = platform.processor() or platform.machine()
-    if osp.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')),
-                       cpu)
-    host = (f'{cpu}, {os.cpu_count()} logical cores; {platform.system()} {platform.release()}; '
-            f'Python {platform.python_version()}, torch {torch.__version__}')
+    host = host_description(torch.__version__)
     if device != 'cuda':
         return host
     gpu = torch.cuda.get_device_properties(0)
