@@ -198,7 +198,7 @@ REPORT_TOOLS = {
     (['cpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
     'python tools/analysis/benchmark.py gpu --out gpu.md':
     (['gpu', '--help'], 'tests/test_tools/test_benchmark_tool.py'),
-    'python tools/analysis/fashion_mnist.py --out fashion_mnist.md':
+    'python tools/analysis/fashion_mnist.py --out docs/fashion_mnist.md':
     (['--help'], 'tests/test_frameworks/test_fashion_mnist.py'),
 }
 EXPORTS = [

@@ -3,7 +3,6 @@
 
     python tools/analysis/fashion_mnist.py --out docs/fashion_mnist.md [--epochs N]
 
-(default: the recipe's epochs)
 Each model is trained by tools/train.py on its config under configs/fashion_mnist/ (all share
 configs/_base_/fashion_mnist_recipe.py: input size, augmentation, optimizer, schedule,
 epochs, batch), one after the other on this machine; logs and checkpoints go to
@@ -11,17 +10,21 @@ work_dirs/fashion_mnist/<config name>/. A model whose run there finished with th
 and options is not trained again. Its top-1 is the last epoch's on the 10,000 test images (the
 recipe evaluates on them every epoch; picking the best epoch would select on the test set).
 Params and MACs are counted at the recipe's input size; training img/s is the images of the
-logged iterations over their logged times (data loading included); wall time is the whole
-training command's.
+logged iterations over their logged times (data loading included); wall time is from the
+first to the last line of the run's log. With --out, the files the table is made from are kept
+beside the report (docs/fashion_mnist/<config name>/), so that the table can be rebuilt from
+them: --work-dirs docs/fashion_mnist.
 """
 import argparse
 import glob
 import json
 import os
 import os.path as osp
+import re
+import shutil
 import subprocess
 import sys
-import time
+from datetime import datetime
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS = {
@@ -29,6 +32,12 @@ MODELS = {
     'ResNet-18': 'resnet18_fashion-mnist',
     'EdgeNeXt-xsmall': 'edgenext-xsmall_fashion-mnist',
 }
+STAMPED = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - ')
+RECORD_NOTE = (
+    '\nEach log is the time-stamped lines of its run; beside it, the run\'s saved config, '
+    'scalars.json and settings: with them `--work-dirs` set to this page\'s folder of records '
+    'rebuilds the table without training (the suite does). Checkpoints and full logs stay in '
+    'work_dirs/fashion_mnist/.\n')
 # --quick: a handful of images, for the tests
 QUICK = [
     'train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
@@ -45,9 +54,8 @@ def sessions(work_dir: str) -> list:
     return sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
 
 
-def train(name: str, work_dir: str, epochs: int, options) -> float:
-    """tools/train.py on ``name``'s config; the wall time in seconds (0 when a run of the same
-    settings had already finished there)."""
+def train(name: str, work_dir: str, epochs, options) -> None:
+    """tools/train.py on ``name``'s config, unless a run of the same settings finished there."""
     stamp, settings = osp.join(work_dir, 'comparison.json'), dict(epochs=epochs, options=options)
     if osp.isfile(stamp) and sessions(work_dir):
         with open(stamp) as f:
@@ -56,21 +64,53 @@ def train(name: str, work_dir: str, epochs: int, options) -> float:
                     f'{name}: {work_dir} holds a finished run of these settings: not trained '
                     'again',
                     flush=True)
-                return 0.
+                return
     overrides = [f'train_cfg.max_epochs={epochs}'] * (epochs is not None) + options
     command = [
         sys.executable,
         osp.join(REPO_ROOT, 'tools', 'train.py'),
-        config_path(name), '--work-dir', work_dir, *['--cfg-options'] * bool(overrides),
-        *overrides
+        config_path(name), '--work-dir', work_dir, *['--cfg-options'] * bool(overrides), *overrides
     ]
     print(f'{name}: {" ".join(command)}', flush=True)
-    start = time.perf_counter()
     subprocess.run(command, check=True)
-    wall = time.perf_counter() - start
     with open(stamp, 'w') as f:
         json.dump(settings, f)
-    return wall
+
+
+def log_lines(work_dir: str) -> tuple:
+    """(path, time-stamped lines) of the last session's text log."""
+    session = osp.dirname(osp.dirname(sessions(work_dir)[-1]))
+    path = osp.join(session, osp.basename(session) + '.log')
+    with open(path) as f:
+        return path, [line for line in f if STAMPED.match(line)]
+
+
+def wall_time(work_dir: str) -> float:
+    """Seconds from the first to the last line of the last session's log."""
+    stamps = [STAMPED.match(line).group(1) for line in log_lines(work_dir)[1]]
+    first, last = (datetime.strptime(t, '%Y/%m/%d %H:%M:%S') for t in (stamps[0], stamps[-1]))
+    return (last - first).total_seconds()
+
+
+def keep_record(work_dir: str, dest: str) -> str:
+    """Copy what the table is made from into ``dest``, in the work dir's layout (the saved
+    config, comparison.json, the last session's scalars.json and its log's time-stamped lines;
+    checkpoints and the full log stay in work_dirs/); the kept log's path."""
+    scalars = sessions(work_dir)[-1]
+    log, lines = log_lines(work_dir)
+    name = osp.basename(work_dir)
+    for path in (osp.join(work_dir, name + '.py'), osp.join(work_dir, 'comparison.json'), scalars):
+        target = osp.join(dest, osp.relpath(path, work_dir))
+        if osp.abspath(target) == osp.abspath(path):
+            continue
+        os.makedirs(osp.dirname(target), exist_ok=True)
+        shutil.copyfile(path, target)
+    kept = osp.join(dest, osp.relpath(log, work_dir))
+    if osp.abspath(kept) == osp.abspath(log):  # rebuilding from the record itself
+        return kept
+    with open(kept, 'w') as f:
+        f.writelines(lines)
+    return kept
 
 
 def logged(work_dir: str, batch: int) -> dict:
@@ -116,7 +156,7 @@ def complexity(name: str, work_dir: str) -> tuple:
             cfg.train_cfg.max_epochs)
 
 
-def render(rows: dict, args, command: str) -> str:
+def render(rows: dict, command: str) -> str:
     import torch
 
     from mmdualtoken.utils import host_description
@@ -132,15 +172,15 @@ def render(rows: dict, args, command: str) -> str:
         'warm-up epoch then cosine, label smoothing 0.1. Top-1: the last epoch on the 10,000 '
         'test images.', '',
         f'| model | params (M) | MACs at {size}x{size} (G) | epochs | top-1 (%) | training '
-        'img/s | wall time (min) | config |', '|---|---|---|---|---|---|---|---|'
+        'img/s | wall time (min) | config | log |', '|---|---|---|---|---|---|---|---|---|'
     ]
     for name, r in rows.items():
         params, macs = r['complexity'][:2]
-        wall = f'{r["wall"] / 60:.1f}' if r['wall'] else 'trained before'
         lines.append(f'| {name} | {params:.2f} | {macs:.3f} | {epochs} | '
-                     f'{r["top1"]:.2f} | {r["ips"]:.1f} | {wall} | '
-                     f'[{MODELS[name]}.py](../configs/fashion_mnist/{MODELS[name]}.py) |')
-    return '\n'.join(lines) + '\n'
+                     f'{r["top1"]:.2f} | {r["ips"]:.1f} | {r["wall"] / 60:.1f} | '
+                     f'[{MODELS[name]}.py](../configs/fashion_mnist/{MODELS[name]}.py) | '
+                     f'[log]({r["log"]}) |')
+    return '\n'.join(lines) + '\n' + RECORD_NOTE
 
 
 def parse_args(argv=None):
@@ -166,13 +206,17 @@ def main(argv=None) -> None:
     rows = {}
     for name in args.models:
         work_dir = osp.join(args.work_dirs, MODELS[name])
-        wall = train(name, work_dir, args.epochs, options)
+        train(name, work_dir, args.epochs, options)
         counted = complexity(name, work_dir)
-        rows[name] = dict(logged(work_dir, counted[3]), wall=wall, complexity=counted)
-    text = render(rows, args, ' '.join(['python tools/analysis/fashion_mnist.py', *argv]))
+        log = log_lines(work_dir)[0]
+        if args.out:  # the record beside the report: <report>/<config name>/
+            record = osp.join(osp.splitext(args.out)[0], MODELS[name])
+            log = osp.relpath(keep_record(work_dir, record), osp.dirname(osp.abspath(args.out)))
+        rows[name] = dict(
+            logged(work_dir, counted[3]), wall=wall_time(work_dir), complexity=counted, log=log)
+    text = render(rows, ' '.join(['python tools/analysis/fashion_mnist.py', *argv]))
     if not args.out:
         return print(text)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         f.write(text)
     print(f'wrote {args.out}')
