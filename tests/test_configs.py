@@ -394,3 +394,48 @@ def test_the_optimizer_built_keeps_the_configs_weight_decay_promise(name):
     # the fusion weights of the weighted sum are among them
     fusion = [n for n, _ in model.backbone.named_parameters() if n.endswith('weight_tokens')]
     assert fusion
+
+
+FASHION_MNIST = [
+    'fashion_mnist/dualtoken_t_fashion-mnist.py', 'fashion_mnist/resnet18_fashion-mnist.py',
+    'fashion_mnist/edgenext-xsmall_fashion-mnist.py'
+]
+
+
+def test_the_fashion_mnist_models_get_one_recipe_and_their_optimizers_one_rule():
+    """No tuning for one model: the three configs differ in the model alone (backbone, neck,
+    head width, T's init as its ImageNet config's), and the optimizer built as the Runner
+    builds it gives every parameter, backbone and head, of each model the same lr and the same
+    rule: weight decay 0.05 on weight matrices and kernels, none on norms, biases, 1-D
+    parameters and global tokens."""
+    from mmengine.optim import build_optim_wrapper
+    configs = [load(name) for name in FASHION_MNIST]
+    recipes = [{k: v for k, v in cfg.to_dict().items() if k != 'model'} for cfg in configs]
+    assert recipes[1] == recipes[0] and recipes[2] == recipes[0]
+    models = [{
+        k: v
+        for k, v in cfg.model.items() if k not in ('backbone', 'neck', 'init_cfg')
+    } for cfg in configs]
+    assert all({
+        **m, 'head': {
+            **m['head'], 'in_channels': 0
+        }
+    } == {
+        **models[0], 'head': {
+            **models[0]['head'], 'in_channels': 0
+        }
+    } for m in models)
+    for name, cfg in zip(FASHION_MNIST, configs):
+        model = build_model(cfg)
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        group_of = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
+        for param_name, param in model.named_parameters():
+            if not param.requires_grad:  # the norms of stages that are no output
+                assert id(param) not in group_of and 'norm' in param_name
+                continue
+            group = group_of[id(param)]
+            assert group['lr'] == pytest.approx(1e-3), (name, param_name)
+            bare = param_name.split('.', 1)[1]  # without backbone. / head.
+            expected = 0.0 if no_decay_promised(bare, param) else 0.05
+            assert group['weight_decay'] == pytest.approx(expected), (name, param_name)

@@ -80,10 +80,12 @@ def test_a_file_that_is_not_fashion_mnist_is_refused(fashion_mnist):
     assert 'occur' in tool.problem(name, relabelled)
 
 
-def table(text: str) -> dict:
-    """A report's rows by model name, each a list of its cells."""
-    rows = [line.strip('| ').split(' | ') for line in text.splitlines() if line.startswith('| ')]
-    return {row[0]: row[1:] for row in rows[2:]}
+def table(text: str, which: int = 0) -> dict:
+    """A report's table (the first: the models; the second: the epochs) as its rows' cells by
+    the first cell."""
+    tables = [block for block in text.split('\n\n') if block.startswith('| ')]
+    rows = [line.strip('| ').split(' | ') for line in tables[which].splitlines()[2:]]
+    return {row[0]: row[1:] for row in rows}
 
 
 @pytest.mark.slow
@@ -106,6 +108,12 @@ def test_the_comparison_trains_every_model_with_one_recipe_and_writes_the_table(
         kept = out.parent / re.fullmatch(r'\[log\]\((.+)\)', log).group(1)
         assert kept.is_file() and 'Epoch(val) [2]' in kept.read_text(), log
     assert 'batch 4, 2 epochs' in text  # the batch the runs trained with (--quick's)
+    epochs = table(text, 1)
+    assert list(epochs) == ['1', '2'] and all(len(cells) == 3 for cells in epochs.values())
+    assert all(
+        re.fullmatch(r'\d+\.\d\d % \(loss \d+\.\d{3}\)', cell) for cells in epochs.values()
+        for cell in cells), epochs
+    assert epochs['2'][0].startswith(rows['DualToken-ViT-T'][3])  # the last epoch's top-1
     for stem in ('dualtoken_t', 'resnet18', 'edgenext-xsmall'):
         name = f'{stem}_fashion-mnist'
         assert (fashion_mnist / 'work_dirs' / 'fashion_mnist_quick' / name /
@@ -144,6 +152,7 @@ def test_the_comparison_trains_every_model_with_one_recipe_and_writes_the_table(
 def test_the_docs_table_is_rebuilt_from_its_records(tmp_path):
     """docs/fashion_mnist.md's table, every column, from the records kept beside it (the runs'
     saved configs, scalars.json and logs): the tool on a copy of them, no training."""
+    tool = load_tool('analysis/fashion_mnist.py')
     doc = osp.join(REPO_ROOT, 'docs', 'fashion_mnist.md')
     with open(doc) as f:
         text = f.read()
@@ -161,9 +170,22 @@ def test_the_docs_table_is_rebuilt_from_its_records(tmp_path):
         timeout=600)
     assert proc.stdout.count('not trained again') == 3
     rebuilt = out.read_text()
-    assert table(rebuilt) == table(text)
-    # all but the first paragraph (the command and this machine) word for word
-    assert rebuilt.split('\n\n', 2)[2] == text.split('\n\n', 2)[2]
+    assert table(rebuilt) == table(text) and table(rebuilt, 1) == table(text, 1)
+    # all but the first paragraph (the command and this machine) word for word, up to the text
+    # written by hand
+    generated = text.partition(tool.BY_HAND)[0].rstrip('\n') + '\n'
+    assert rebuilt.split('\n\n', 2)[2] == generated.split('\n\n', 2)[2]
+    # rewriting the page keeps the text written by hand
+    shutil.copyfile(doc, out)
+    run_tool(
+        'analysis/fashion_mnist.py',
+        '--work-dirs',
+        str(tmp_path / 'records'),
+        '--out',
+        str(out),
+        cwd=str(tmp_path),
+        timeout=600)
+    assert out.read_text().partition(tool.BY_HAND)[1:] == text.partition(tool.BY_HAND)[1:]
 
 
 def test_the_pages_quote_the_docs_result_of_t():

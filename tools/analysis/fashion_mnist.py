@@ -9,8 +9,9 @@ epochs, batch), one after the other on this machine; logs and checkpoints go to
 work_dirs/fashion_mnist/<config name>/. A model whose run there finished with the same epochs
 and options is not trained again. Its top-1 is the last epoch's on the 10,000 test images (the
 recipe evaluates on them every epoch; picking the best epoch would select on the test set).
-Params and MACs are counted at the recipe's input size; training img/s is the images of the
-logged iterations over their logged times (data loading included); wall time is from the
+Params and MACs are counted at the recipe's input size; training img/s is the batch over the
+median logged iteration time (each logged time is a mean over 50 iterations, data loading
+included); wall time is from the
 first to the last line of the run's log. With --out, the files the table is made from are kept
 beside the report (docs/fashion_mnist/<config name>/), so that the table can be rebuilt from
 them: --work-dirs docs/fashion_mnist.
@@ -22,6 +23,7 @@ import os
 import os.path as osp
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from datetime import datetime
@@ -38,6 +40,8 @@ RECORD_NOTE = (
     'scalars.json and settings: with them `--work-dirs` set to this page\'s folder of records '
     'rebuilds the table without training (the suite does). Checkpoints and full logs stay in '
     'work_dirs/fashion_mnist/.\n')
+# the report's text from this line on is written by hand and kept when the tables are rewritten
+BY_HAND = '<!-- Written by hand from here on; the tool keeps it when it rewrites the tables. -->'
 # --quick: a handful of images, for the tests
 QUICK = [
     'train_dataloader.dataset.indices=8', 'train_dataloader.batch_size=4',
@@ -114,18 +118,25 @@ def keep_record(work_dir: str, dest: str) -> str:
 
 
 def logged(work_dir: str, batch: int) -> dict:
-    """The last session's last top-1 and its training img/s."""
-    top1, times = None, []
+    """The last session's top-1 after each epoch, its mean logged training loss in each epoch
+    and its training img/s (the batch over the median logged iteration time: a burst of other
+    work on the machine moves a mean, not the median)."""
+    top1, losses, times = [], {}, []
     with open(sessions(work_dir)[-1]) as f:
         for line in f:
             entry = json.loads(line) if line.strip() else {}
             if 'accuracy/top1' in entry:
-                top1 = float(entry['accuracy/top1'])
+                top1.append(float(entry['accuracy/top1']))
             elif 'loss' in entry and 'time' in entry:
                 times.append(float(entry['time']))
-    if top1 is None or not times:
+                losses.setdefault(entry['epoch'], []).append(float(entry['loss']))
+    if not top1 or not times:
         raise SystemExit(f'error: {work_dir} has no logged top-1 or training iteration')
-    return dict(top1=top1, ips=batch * len(times) / sum(times))
+    return dict(
+        top1=top1[-1],
+        epochs=[(accuracy, sum(epoch) / len(epoch))
+                for accuracy, epoch in zip(top1, losses.values())],
+        ips=batch / statistics.median(times))
 
 
 def complexity(name: str, work_dir: str) -> tuple:
@@ -170,7 +181,9 @@ def render(rows: dict, command: str) -> str:
         f'One recipe for all (configs/_base_/fashion_mnist_recipe.py): {size}x{size} input, '
         f'random crops and flips, AdamW lr 1e-3, batch {batch}, {epochs} epochs, one '
         'warm-up epoch then cosine, label smoothing 0.1. Top-1: the last epoch on the 10,000 '
-        'test images.', '',
+        'test images. Training img/s: the batch over the median logged iteration time (data '
+        'loading included). Wall time: the first to the last line of the run\'s log, '
+        'validation after each epoch included.', '',
         f'| model | params (M) | MACs at {size}x{size} (G) | epochs | top-1 (%) | training '
         'img/s | wall time (min) | config | log |', '|---|---|---|---|---|---|---|---|---|'
     ]
@@ -180,6 +193,17 @@ def render(rows: dict, command: str) -> str:
                      f'{r["top1"]:.2f} | {r["ips"]:.1f} | {r["wall"] / 60:.1f} | '
                      f'[{MODELS[name]}.py](../configs/fashion_mnist/{MODELS[name]}.py) | '
                      f'[log]({r["log"]}) |')
+    lines += [
+        '', 'Top-1 on the test images after each epoch, and the mean training loss (label '
+        'smoothed, as logged every 50 iterations) in it:', '',
+        '| epoch | ' + ' | '.join(rows) + ' |', '|---' * (len(rows) + 1) + '|'
+    ]
+    for epoch in range(epochs):
+        cells = [
+            '{:.2f} % (loss {:.3f})'.format(
+                *r['epochs'][epoch]) if epoch < len(r['epochs']) else '-' for r in rows.values()
+        ]
+        lines.append(f'| {epoch + 1} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n' + RECORD_NOTE
 
 
@@ -217,6 +241,10 @@ def main(argv=None) -> None:
     text = render(rows, ' '.join(['python tools/analysis/fashion_mnist.py', *argv]))
     if not args.out:
         return print(text)
+    if osp.isfile(args.out):  # keep what was written by hand below the tables
+        with open(args.out) as f:
+            kept = f.read().partition(BY_HAND)
+        text += kept[1] and '\n' + ''.join(kept[1:])
     with open(args.out, 'w') as f:
         f.write(text)
     print(f'wrote {args.out}')
