@@ -5,8 +5,8 @@ Every config they name exists; every params and MACs figure they print is recomp
 with the complexity tool (mmdualtoken.utils.count_complexity, what
 tools/analysis/complexity.py writes to docs/complexity.md): the README and the model page
 print the backbone's, rounded as printed; the metafile records the classifier each config
-builds, exactly, as OpenMMLab's metafiles do. No weights have been trained here, so no model
-may claim weights or results.
+builds, exactly, as OpenMMLab's metafiles do. No weights of its configs have been trained
+here, so no model may claim weights or results.
 """
 import functools
 import glob

@@ -190,13 +190,21 @@ def test_the_docs_table_is_rebuilt_from_its_records(tmp_path):
 
 def test_the_pages_quote_the_docs_result_of_t():
     """The README's models table and the model page quote T's Fashion-MNIST top-1 as
-    docs/fashion_mnist.md has it, next to the paper's ImageNet figure."""
+    docs/fashion_mnist.md has it, next to the paper's ImageNet figure; the model page's
+    Fashion-MNIST row has the doc's input size, epochs and log."""
     with open(osp.join(REPO_ROOT, 'docs', 'fashion_mnist.md')) as f:
-        top1 = table(f.read())['DualToken-ViT-T'][3]
-    quoted = f'Fashion-MNIST {top1}'
+        text = f.read()
+    t = table(text)['DualToken-ViT-T']
+    size = re.search(r'\| MACs at (\d+x\d+) \(G\) \|', text).group(1)
+    quoted = f'Fashion-MNIST {t[3]}'
     with open(osp.join(REPO_ROOT, 'README.md')) as f:
         tiny, = [line for line in f if line.startswith('| `tiny` |')]
     assert '| 75.4 |' in tiny and quoted in tiny and '](docs/fashion_mnist.md)' in tiny, tiny
+    assert f'{size}, {t[2]} epochs' in tiny, tiny
     with open(osp.join(REPO_ROOT, 'configs', 'README.md')) as f:
-        t, = [line for line in f if line.startswith('| DualToken-ViT-T |')]
-    assert '| 75.4 |' in t and quoted in t and '](../docs/fashion_mnist.md)' in t, t
+        imagenet, fashion = [line for line in f if line.startswith('| DualToken-ViT-T |')]
+    assert '| 75.4 |' in imagenet and quoted in imagenet, imagenet
+    assert '](../docs/fashion_mnist.md)' in imagenet, imagenet
+    log = re.search(r'\[log\]\((.+?)\)', t[-1]).group(1)
+    assert fashion.startswith(f'| DualToken-ViT-T | {size} | {t[2]} | {t[3]} |'), fashion
+    assert f'[log](../docs/{log})' in fashion, fashion

@@ -215,6 +215,13 @@ def parse_args(argv=None):
         '--work-dirs', help='default: work_dirs/fashion_mnist (with --quick: ..._quick)')
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
     parser.add_argument('--quick', action='store_true', help='a handful of images (the tests)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help="overrides of every model's config, the recipe kept one (e.g. the input size: "
+        'size=96 train_dataloader.dataset.pipeline.0.scale=96 ...)')
     args = parser.parse_args(argv)
     args.work_dirs = args.work_dirs or 'work_dirs/fashion_mnist' + '_quick' * args.quick
     # the recipe warms up for one epoch, then the cosine
@@ -226,7 +233,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    options = QUICK if args.quick else []
+    options = (QUICK if args.quick else []) + args.cfg_options
     rows = {}
     for name in args.models:
         work_dir = osp.join(args.work_dirs, MODELS[name])
