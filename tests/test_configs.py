@@ -439,3 +439,18 @@ def test_the_fashion_mnist_models_get_one_recipe_and_their_optimizers_one_rule()
             bare = param_name.split('.', 1)[1]  # without backbone. / head.
             expected = 0.0 if no_decay_promised(bare, param) else 0.05
             assert group['weight_decay'] == pytest.approx(expected), (name, param_name)
+
+
+def test_the_fashion_mnist_t_is_initialised_as_its_imagenet_config():
+    """T's init_cfg takes effect in the classifier the Runner builds: truncated normal, std
+    0.02, on the backbone's Linear layers, LayerNorms at weight 1 and bias 0 (a check of the
+    initialisation behind docs/fashion_mnist.md)."""
+    cfg = load(FASHION_MNIST[0])
+    assert cfg.model.init_cfg == load('dualtoken_t_in1k.py').model.init_cfg
+    model = build_model(cfg)
+    model.init_weights()
+    linears = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    large = [m.weight for m in linears if m.weight.numel() >= 4096]
+    assert len(large) > 50 and all(0.017 < w.std() < 0.023 for w in large)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)

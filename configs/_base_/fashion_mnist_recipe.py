@@ -1,14 +1,14 @@
 # Fashion-MNIST (real 28x28 grey product photos, 10 classes) through mmpretrain's own
 # FashionMNIST dataset, on a CPU: the recipe every model of docs/fashion_mnist.md gets, ours
-# and its peers alike (only the backbone, its pooling and the head's in_channels differ).
+# and its peers alike. Only the model differs: the backbone as its ImageNet config builds it
+# (drop path, T's initialisation), its pooling and the head's in_channels.
 # The files: python tools/data/prepare_fashion_mnist.py (Debian's dataset-fashion-mnist).
 #
 # Images are upsampled to 48x48 (bicubic), where the backbone's strides 8-32 leave 6x6 to 2x2
 # token maps; random 48x48 crops of the 6-pixel zero-padded image and horizontal flips (the
-# usual CIFAR/Fashion-MNIST augmentation at this scale). 48 and 4 epochs: the three models of
-# docs/fashion_mnist.md train in about 80 minutes on 2 CPU cores. AdamW, lr 1e-3 at batch 128, weight
-# decay 0.05 (none on norms, biases, 1-D parameters and global tokens), one warm-up epoch
-# then cosine, label smoothing 0.1.
+# usual CIFAR/Fashion-MNIST augmentation at this scale). 48x48 and 4 epochs: TIME_NOTE
+# AdamW, lr 1e-3 at batch 128, weight decay 0.05 (none on norms, biases, 1-D parameters and
+# global tokens), one warm-up epoch then cosine, label smoothing 0.1.
 _base_ = ['mmpretrain::_base_/default_runtime.py', './reliability.py']
 
 size = 48

@@ -5,19 +5,19 @@
 
 Each model is trained by tools/train.py on its config under configs/fashion_mnist/ (all share
 configs/_base_/fashion_mnist_recipe.py: input size, augmentation, optimizer, schedule,
-epochs, batch), one after the other on this machine; logs and checkpoints go to
-work_dirs/fashion_mnist/<config name>/. A model whose run there finished with the same epochs
-and options is not trained again. Its top-1 is the last epoch's on the 10,000 test images (the
-recipe evaluates on them every epoch; picking the best epoch would select on the test set).
-Params and MACs are counted at the recipe's input size; training img/s is the batch over the
-median logged iteration time (each logged time is a mean over 50 iterations, data loading
-included); wall time is from the
-first to the last line of the run's log. With --out, the files the table is made from are kept
-beside the report (docs/fashion_mnist/<config name>/), so that the table can be rebuilt from
-them: --work-dirs docs/fashion_mnist.
+epochs, batch; each backbone is as its ImageNet config builds it), one after the other on this
+machine; logs and checkpoints go to work_dirs/fashion_mnist/<config name>/, where
+comparison.json records a finished run's settings, session and machine. A model whose run
+there finished with the same epochs and options is not trained again. Its top-1 is the last
+epoch's on the 10,000 test images (the recipe evaluates on them every epoch; picking the best
+epoch would select on the test set). Params and MACs are counted at the recipe's input size;
+training img/s is the batch over the median logged iteration time; wall time is from the first
+to the last line of the run's log. With --out, the files the tables are made from are kept
+beside the report (docs/fashion_mnist/<config name>/): --work-dirs docs/fashion_mnist
+--no-train rebuilds the tables from them. Text written by hand below the report's last line
+(a marker) is kept when the tables are rewritten.
 """
 import argparse
-import glob
 import json
 import os
 import os.path as osp
@@ -34,13 +34,14 @@ MODELS = {
     'ResNet-18': 'resnet18_fashion-mnist',
     'EdgeNeXt-xsmall': 'edgenext-xsmall_fashion-mnist',
 }
+STAMP = 'comparison.json'  # a finished run's settings, session and machine
 STAMPED = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - ')
 RECORD_NOTE = (
-    '\nEach log is the time-stamped lines of its run; beside it, the run\'s saved config, '
-    'scalars.json and settings: with them `--work-dirs` set to this page\'s folder of records '
-    'rebuilds the table without training (the suite does). Checkpoints and full logs stay in '
-    'work_dirs/fashion_mnist/.\n')
-# the report's text from this line on is written by hand and kept when the tables are rewritten
+    'Each log holds the time-stamped lines of its run; beside it are the run\'s saved config, '
+    'scalars.json and comparison.json, from which `--work-dirs` set to this page\'s folder of '
+    'records and `--no-train` rebuild the tables (the suite does). Checkpoints and full logs '
+    'stay in work_dirs/fashion_mnist/.')
+# the report's last line; what is written below it by hand is kept when the tables are rewritten
 BY_HAND = '<!-- Written by hand from here on; the tool keeps it when it rewrites the tables. -->'
 # --quick: a handful of images, for the tests
 QUICK = [
@@ -53,22 +54,32 @@ def config_path(name: str) -> str:
     return osp.join(REPO_ROOT, 'configs', 'fashion_mnist', MODELS[name] + '.py')
 
 
-def sessions(work_dir: str) -> list:
-    """The scalars.json of each session of a run, oldest first."""
-    return sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+def finished(work_dir: str, epochs, options):
+    """The stamp of the run of these settings that finished in ``work_dir``, or None."""
+    path = osp.join(work_dir, STAMP)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        stamp = json.load(f)
+    same = (stamp['epochs'], stamp['options']) == (epochs, options)
+    return stamp if same and osp.isdir(osp.join(work_dir, stamp['session'])) else None
 
 
-def train(name: str, work_dir: str, epochs, options) -> None:
-    """tools/train.py on ``name``'s config, unless a run of the same settings finished there."""
-    stamp, settings = osp.join(work_dir, 'comparison.json'), dict(epochs=epochs, options=options)
-    if osp.isfile(stamp) and sessions(work_dir):
-        with open(stamp) as f:
-            if json.load(f) == settings:
-                print(
-                    f'{name}: {work_dir} holds a finished run of these settings: not trained '
-                    'again',
-                    flush=True)
-                return
+def train(name: str, work_dir: str, epochs, options, allowed: bool) -> dict:
+    """tools/train.py on ``name``'s config, unless a run of the same settings finished there;
+    the run's stamp."""
+    stamp = finished(work_dir, epochs, options)
+    if stamp:
+        print(
+            f'{name}: {work_dir} holds a finished run of these settings: not trained again',
+            flush=True)
+        return stamp
+    if not allowed:
+        raise SystemExit(f'error: {work_dir} holds no finished run of {name} with epochs={epochs} '
+                         f'and options {options} (--no-train)')
+    if osp.isfile(osp.join(work_dir, STAMP)):  # another run's: void until this one finishes
+        os.remove(osp.join(work_dir, STAMP))
+    before = set(os.listdir(work_dir)) if osp.isdir(work_dir) else set()
     overrides = [f'train_cfg.max_epochs={epochs}'] * (epochs is not None) + options
     command = [
         sys.executable,
@@ -77,71 +88,84 @@ def train(name: str, work_dir: str, epochs, options) -> None:
     ]
     print(f'{name}: {" ".join(command)}', flush=True)
     subprocess.run(command, check=True)
-    with open(stamp, 'w') as f:
-        json.dump(settings, f)
+    import torch
+
+    from mmdualtoken.utils import host_description
+    # the session folder the run made (mmengine names it by its start time)
+    session, = [d for d in set(os.listdir(work_dir)) - before if re.fullmatch(r'\d{8}_\d{6}', d)]
+    stamp = dict(
+        epochs=epochs, options=options, session=session, host=host_description(torch.__version__))
+    with open(osp.join(work_dir, STAMP), 'w') as f:
+        json.dump(stamp, f, indent=1)
+    return stamp
 
 
-def log_lines(work_dir: str) -> tuple:
-    """(path, time-stamped lines) of the last session's text log."""
-    session = osp.dirname(osp.dirname(sessions(work_dir)[-1]))
+def log_lines(session: str) -> tuple:
+    """(path, time-stamped lines) of a session's text log."""
     path = osp.join(session, osp.basename(session) + '.log')
+    if not osp.isfile(path):
+        raise SystemExit(f'error: {session} has no log {osp.basename(path)}')
     with open(path) as f:
         return path, [line for line in f if STAMPED.match(line)]
 
 
-def wall_time(work_dir: str) -> float:
-    """Seconds from the first to the last line of the last session's log."""
-    stamps = [STAMPED.match(line).group(1) for line in log_lines(work_dir)[1]]
+def wall_time(session: str) -> float:
+    """Seconds from the first to the last line of a session's log."""
+    stamps = [STAMPED.match(line).group(1) for line in log_lines(session)[1]]
     first, last = (datetime.strptime(t, '%Y/%m/%d %H:%M:%S') for t in (stamps[0], stamps[-1]))
     return (last - first).total_seconds()
 
 
-def keep_record(work_dir: str, dest: str) -> str:
-    """Copy what the table is made from into ``dest``, in the work dir's layout (the saved
-    config, comparison.json, the last session's scalars.json and its log's time-stamped lines;
-    checkpoints and the full log stay in work_dirs/); the kept log's path."""
-    scalars = sessions(work_dir)[-1]
-    log, lines = log_lines(work_dir)
+def keep_record(work_dir: str, session: str, dest: str) -> str:
+    """Replace ``dest`` by what the tables are made from, in the work dir's layout: the saved
+    config, the stamp, the session's scalars.json and its log's time-stamped lines (checkpoints
+    and the full log stay in work_dirs/); the kept log's path."""
+    log, lines = log_lines(session)
+    kept = osp.join(dest, osp.relpath(log, work_dir))
+    if osp.abspath(dest) == osp.abspath(work_dir):  # rebuilding from the record itself
+        return kept
+    shutil.rmtree(dest, ignore_errors=True)
     name = osp.basename(work_dir)
-    for path in (osp.join(work_dir, name + '.py'), osp.join(work_dir, 'comparison.json'), scalars):
+    for path in (osp.join(work_dir, name + '.py'), osp.join(work_dir, STAMP),
+                 osp.join(session, 'vis_data', 'scalars.json')):
         target = osp.join(dest, osp.relpath(path, work_dir))
-        if osp.abspath(target) == osp.abspath(path):
-            continue
         os.makedirs(osp.dirname(target), exist_ok=True)
         shutil.copyfile(path, target)
-    kept = osp.join(dest, osp.relpath(log, work_dir))
-    if osp.abspath(kept) == osp.abspath(log):  # rebuilding from the record itself
-        return kept
     with open(kept, 'w') as f:
         f.writelines(lines)
     return kept
 
 
-def logged(work_dir: str, batch: int) -> dict:
-    """The last session's top-1 after each epoch, its mean logged training loss in each epoch
-    and its training img/s (the batch over the median logged iteration time: a burst of other
-    work on the machine moves a mean, not the median)."""
-    top1, losses, times = [], {}, []
-    with open(sessions(work_dir)[-1]) as f:
+def logged(session: str, batch: int) -> dict:
+    """A session's top-1 after each epoch, the mean of its logged training losses in each epoch
+    and its training img/s: the batch over the median logged iteration time (each logged time
+    and loss is mmengine's mean over the iterations of its window; a burst of other work on the
+    machine moves a mean of them, not the median)."""
+    top1, losses, times = {}, {}, []
+    with open(osp.join(session, 'vis_data', 'scalars.json')) as f:
         for line in f:
             entry = json.loads(line) if line.strip() else {}
-            if 'accuracy/top1' in entry:
-                top1.append(float(entry['accuracy/top1']))
+            if 'accuracy/top1' in entry:  # a validation's step is its epoch
+                top1[entry['step']] = float(entry['accuracy/top1'])
             elif 'loss' in entry and 'time' in entry:
                 times.append(float(entry['time']))
                 losses.setdefault(entry['epoch'], []).append(float(entry['loss']))
     if not top1 or not times:
-        raise SystemExit(f'error: {work_dir} has no logged top-1 or training iteration')
+        raise SystemExit(f'error: {session} has no logged top-1 or training iteration')
+    epochs = sorted(set(top1) | set(losses))
     return dict(
-        top1=top1[-1],
-        epochs=[(accuracy, sum(epoch) / len(epoch))
-                for accuracy, epoch in zip(top1, losses.values())],
+        top1=top1[max(top1)],
+        per_epoch={
+            e: (top1.get(e), statistics.mean(losses[e]) if e in losses else None)
+            for e in epochs
+        },
         ips=batch / statistics.median(times))
 
 
-def complexity(name: str, work_dir: str) -> tuple:
-    """(params in M, MACs in G, input size, batch, epochs) of the classifier that ``name``'s run in
-    ``work_dir`` trained (its config as tools/train.py saved it, options applied)."""
+def trained(name: str, work_dir: str) -> dict:
+    """The params (M), MACs (G), drop path rate and recipe (input size, batch, epochs, lr) of
+    the classifier ``name``'s run in ``work_dir`` trained: its config as tools/train.py saved it
+    (options applied); params and MACs at the recipe's input size."""
     import torch
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
@@ -163,48 +187,56 @@ def complexity(name: str, work_dir: str) -> tuple:
             return self.classifier(x, mode='tensor')
 
     counted = count_complexity(Logits(model), (1, 1, cfg.size, cfg.size))
-    return (counted.params / 1e6, counted.macs / 1e9, cfg.size, cfg.train_dataloader.batch_size,
-            cfg.train_cfg.max_epochs)
+    recipe = (cfg.size, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs,
+              cfg.optim_wrapper.optimizer.lr)
+    return dict(
+        params=counted.params / 1e6,
+        macs=counted.macs / 1e9,
+        drop_path=cfg.model.backbone.get('drop_path_rate', 0.),
+        recipe=recipe)
 
 
 def render(rows: dict, command: str) -> str:
-    import torch
-
-    from mmdualtoken.utils import host_description
-    (size, batch, epochs), = {r['complexity'][2:] for r in rows.values()}  # one recipe
+    recipes = {r['recipe'] for r in rows.values()}
+    hosts = {r['host'] for r in rows.values()}
+    if len(recipes) > 1 or len(hosts) > 1:
+        raise SystemExit(f'error: the runs differ in recipe {sorted(recipes)} or machine '
+                         f'{sorted(hosts)}: no comparison')
+    (size, batch, epochs, lr), = recipes
     lines = [
         '# DualToken-ViT-T on Fashion-MNIST, beside two peers', '',
-        f'Generated by `{command}`: every model trained here, one after the other, on '
-        f'{host_description(torch.__version__)}. Fashion-MNIST: 60,000 training and 10,000 '
+        f'Generated by `{command}`. Every model was trained here, one after the other, on '
+        f'{hosts.pop()}. Fashion-MNIST: 60,000 training and 10,000 '
         "test images, 28x28 grey, 10 classes (Debian's dataset-fashion-mnist, read by "
         "mmpretrain's FashionMNIST).", '',
         f'One recipe for all (configs/_base_/fashion_mnist_recipe.py): {size}x{size} input, '
-        f'random crops and flips, AdamW lr 1e-3, batch {batch}, {epochs} epochs, one '
-        'warm-up epoch then cosine, label smoothing 0.1. Top-1: the last epoch on the 10,000 '
-        'test images. Training img/s: the batch over the median logged iteration time (data '
-        'loading included). Wall time: the first to the last line of the run\'s log, '
-        'validation after each epoch included.', '',
-        f'| model | params (M) | MACs at {size}x{size} (G) | epochs | top-1 (%) | training '
-        'img/s | wall time (min) | config | log |', '|---|---|---|---|---|---|---|---|---|'
+        f'random crops and flips, AdamW lr {lr:g}, batch {batch}, {epochs} epochs, one warm-up '
+        'epoch then cosine, label smoothing 0.1; each backbone as its ImageNet config in '
+        'mmpretrain builds it (drop path, and T\'s initialisation). Top-1: the last epoch on the '
+        '10,000 test images. Training img/s: the batch over the median logged iteration time '
+        '(data loading included). Wall time: from the first to the last line of the run\'s log, '
+        'a validation after each epoch included.', '',
+        f'| model | params (M) | MACs at {size}x{size} (G) | drop path | epochs | top-1 (%) | '
+        'training img/s | wall time (min) | config | log |',
+        '|---|---|---|---|---|---|---|---|---|---|'
     ]
     for name, r in rows.items():
-        params, macs = r['complexity'][:2]
-        lines.append(f'| {name} | {params:.2f} | {macs:.3f} | {epochs} | '
-                     f'{r["top1"]:.2f} | {r["ips"]:.1f} | {r["wall"] / 60:.1f} | '
-                     f'[{MODELS[name]}.py](../configs/fashion_mnist/{MODELS[name]}.py) | '
-                     f'[log]({r["log"]}) |')
+        lines.append(f'| {name} | {r["params"]:.2f} | {r["macs"]:.3f} | {r["drop_path"]:g} | '
+                     f'{epochs} | {r["top1"]:.2f} | {r["ips"]:.1f} | {r["wall"] / 60:.1f} | '
+                     f'[{MODELS[name]}.py]({r["config"]}) | [log]({r["log"]}) |')
     lines += [
-        '', 'Top-1 on the test images after each epoch, and the mean training loss (label '
-        'smoothed, as logged every 50 iterations) in it:', '',
+        '', 'Top-1 (%) on the test images after each epoch, and the mean of the training losses '
+        'logged in it (label smoothed; each a mean over the iterations of its log window):', '',
         '| epoch | ' + ' | '.join(rows) + ' |', '|---' * (len(rows) + 1) + '|'
     ]
-    for epoch in range(epochs):
-        cells = [
-            '{:.2f} % (loss {:.3f})'.format(
-                *r['epochs'][epoch]) if epoch < len(r['epochs']) else '-' for r in rows.values()
-        ]
-        lines.append(f'| {epoch + 1} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n' + RECORD_NOTE
+    for epoch in range(1, epochs + 1):
+        cells = []
+        for r in rows.values():
+            top1, loss = r['per_epoch'].get(epoch, (None, None))
+            cells.append(' '.join([f'{top1:.2f}' if top1 is not None else '-'] +
+                                  [f'(loss {loss:.3f})'] * (loss is not None)))
+        lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines + ['', RECORD_NOTE, '', BY_HAND]) + '\n'
 
 
 def parse_args(argv=None):
@@ -215,6 +247,11 @@ def parse_args(argv=None):
         '--work-dirs', help='default: work_dirs/fashion_mnist (with --quick: ..._quick)')
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
     parser.add_argument('--quick', action='store_true', help='a handful of images (the tests)')
+    parser.add_argument(
+        '--no-train',
+        action='store_true',
+        help='tables from finished runs only (such as the records beside a report): a model '
+        'without one is an error')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -227,6 +264,8 @@ def parse_args(argv=None):
     # the recipe warms up for one epoch, then the cosine
     if args.epochs is not None and args.epochs < 2:
         parser.error(f'--epochs must be at least 2 (one warm-up epoch), got {args.epochs}')
+    if args.out and not args.out.endswith('.md'):
+        parser.error(f'--out must name a .md file (its records go beside it), got {args.out}')
     return args
 
 
@@ -234,24 +273,31 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     options = (QUICK if args.quick else []) + args.cfg_options
+    # links are relative to the report's folder (to the current one when printed)
+    here = osp.dirname(osp.abspath(args.out)) if args.out else os.getcwd()
     rows = {}
     for name in args.models:
         work_dir = osp.join(args.work_dirs, MODELS[name])
-        train(name, work_dir, args.epochs, options)
-        counted = complexity(name, work_dir)
-        log = log_lines(work_dir)[0]
+        stamp = train(name, work_dir, args.epochs, options, allowed=not args.no_train)
+        session = osp.join(work_dir, stamp['session'])
+        counted = trained(name, work_dir)
+        log = log_lines(session)[0]
         if args.out:  # the record beside the report: <report>/<config name>/
-            record = osp.join(osp.splitext(args.out)[0], MODELS[name])
-            log = osp.relpath(keep_record(work_dir, record), osp.dirname(osp.abspath(args.out)))
+            log = keep_record(work_dir, session, osp.join(args.out[:-3], MODELS[name]))
         rows[name] = dict(
-            logged(work_dir, counted[3]), wall=wall_time(work_dir), complexity=counted, log=log)
+            logged(session, counted['recipe'][1]),
+            **counted,
+            wall=wall_time(session),
+            host=stamp['host'],
+            config=osp.relpath(config_path(name), here),
+            log=osp.relpath(log, here))
     text = render(rows, ' '.join(['python tools/analysis/fashion_mnist.py', *argv]))
     if not args.out:
         return print(text)
     if osp.isfile(args.out):  # keep what was written by hand below the tables
         with open(args.out) as f:
-            kept = f.read().partition(BY_HAND)
-        text += kept[1] and '\n' + ''.join(kept[1:])
+            by_hand = f.read().partition(BY_HAND)[2]  # from the end of the marker's line
+        text = text.rstrip('\n') + (by_hand or '\n')
     with open(args.out, 'w') as f:
         f.write(text)
     print(f'wrote {args.out}')
