@@ -91,6 +91,7 @@ def train(name: str, work_dir: str, epochs, options, allowed: bool) -> dict:
     import torch
 
     from mmdualtoken.utils import host_description
+
     # the session folder the run made (mmengine names it by its start time)
     session, = [d for d in set(os.listdir(work_dir)) - before if re.fullmatch(r'\d{8}_\d{6}', d)]
     stamp = dict(
