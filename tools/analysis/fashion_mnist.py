@@ -167,7 +167,6 @@ def trained(name: str, work_dir: str) -> dict:
     """The params (M), MACs (G), drop path rate and recipe (input size, batch, epochs, lr) of
     the classifier ``name``'s run in ``work_dir`` trained: its config as tools/train.py saved it
     (options applied); params and MACs at the recipe's input size."""
-    import torch
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS as REGISTRY
@@ -178,16 +177,8 @@ def trained(name: str, work_dir: str) -> dict:
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = REGISTRY.build(cfg.model)
 
-    class Logits(torch.nn.Module):
-
-        def __init__(self, classifier):
-            super().__init__()
-            self.classifier = classifier
-
-        def forward(self, x):
-            return self.classifier(x, mode='tensor')
-
-    counted = count_complexity(Logits(model), (1, 1, cfg.size, cfg.size))
+    # the classifier's forward returns its logits (mode='tensor', its default)
+    counted = count_complexity(model, (1, 1, cfg.size, cfg.size))
     recipe = (cfg.size, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs,
               cfg.optim_wrapper.optimizer.lr)
     return dict(
